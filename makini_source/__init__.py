@@ -1,0 +1,315 @@
+"""The Makini dlt source: purchase orders, their lines, vendors, materials, sites, assets and
+work orders from every configured Makini connection, merged incrementally.
+
+Usage::
+
+    import dlt
+    from makini_source import makini_source
+
+    pipeline = dlt.pipeline("makini", destination="duckdb", dataset_name="makini_data")
+    pipeline.run(makini_source(), loader_file_format="parquet")
+
+Configuration (`.dlt/config.toml` / `.dlt/secrets.toml` or environment variables)::
+
+    [sources.makini]
+    base_url = "https://api.makini.io"        # SOURCES__MAKINI__BASE_URL
+    [sources.makini.connections]              # SOURCES__MAKINI__CONNECTIONS='{"acme": "tok"}'
+    acme = "token-of-acme"
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+import dlt
+import httpx
+from dlt.common.typing import TSecretStrValue
+from dlt.extract import DltResource
+
+from makini_source.client import MakiniClient, RetryPolicy, SyncStatus
+from makini_source.exceptions import (
+    ConfigurationError,
+    ContractViolationError,
+    MakiniError,
+    PermissionDeniedError,
+    ReauthorizationRequired,
+)
+from makini_source.records import RecordConverter
+from makini_source.settings import (
+    CONNECTION_COLUMN,
+    DEFAULT_BASE_URL,
+    DEFAULT_CONNECTION_NAME,
+    ENTITIES,
+    LINE_MARKER_COLUMN,
+    PARENT_KEY_COLUMN,
+    PARENT_VERSION_COLUMN,
+    EntitySpec,
+)
+from makini_source.window import TDateLike, format_timestamp, plan_window
+
+__all__ = ["makini_source", "ENTITIES", "MakiniClient", "RetryPolicy"]
+
+logger = logging.getLogger("makini_source")
+
+
+class Connection:
+    """One configured connection during one run: its client and its sync status.
+
+    The sync status is read once per run and shared by every entity, so all entities of a
+    connection read the same window.
+    """
+
+    def __init__(self, name: str, client: MakiniClient) -> None:
+        self.name = name
+        self.client = client
+        self._status: Optional[SyncStatus] = None
+        self._lock = threading.Lock()
+
+    def sync_status(self) -> SyncStatus:
+        """The connection's sync status, read on first use.
+
+        Raises:
+            ReauthorizationRequired: Makini says the connection must be reauthorized.
+        """
+        with self._lock:
+            if self._status is None:
+                status = self.client.sync_status()
+                if status.status == "reauthorization_required":
+                    raise ReauthorizationRequired(
+                        f"connection {self.name!r} needs reauthorization (sync status)",
+                        connection=self.name,
+                        entity="sync-status",
+                    )
+                self._status = status
+            return self._status
+
+
+@dlt.source(name="makini", max_table_nesting=0)
+def makini_source(
+    base_url: str = DEFAULT_BASE_URL,
+    connections: Optional[Dict[str, TSecretStrValue]] = dlt.secrets.value,
+    api_token: Optional[TSecretStrValue] = dlt.secrets.value,
+    entities: Optional[List[str]] = None,
+    start_date: Optional[str] = None,
+    end_date: Optional[str] = None,
+    page_size: Optional[int] = None,
+    hard_delete: bool = False,
+    allow_insecure_http: bool = False,
+    max_attempts: int = 8,
+    max_elapsed_seconds: float = 300.0,
+    backoff_base_seconds: float = 0.5,
+    timeout_seconds: float = 60.0,
+    on_permission_denied: str = "skip",
+    transport: Optional[Any] = None,
+) -> Sequence[DltResource]:
+    """Reads every configured Makini connection.
+
+    Args:
+        base_url: Makini API root (`sources.makini.base_url`).
+        connections: Connection name -> bearer token (`sources.makini.connections`, a secret).
+            The name lands in every row's `connection_id`.
+        api_token: A single token, read as connection `default` (`sources.makini.api_token`).
+        entities: Entities to load (`purchase_orders`, `vendors`, `materials`, `sites`,
+            `assets`, `work_orders`); all when None.
+        start_date: Lower bound of `updatedAt` for the first run (date or RFC 3339).
+        end_date: Upper bound (exclusive) for a bounded backfill; the backfill reads
+            `[start_date, end_date)` and leaves the incremental state alone.
+        page_size: Records per request, capped at each entity's maximum (default: the maximum).
+        hard_delete: Delete rows of deleted records instead of keeping them with `deleted_at`.
+        allow_insecure_http: Accept plain `http://` to hosts other than loopback.
+        max_attempts: Attempts per request for transient failures (429, 5xx, timeouts).
+        max_elapsed_seconds: Time budget of one request's retries.
+        backoff_base_seconds: First backoff of the exponential, jittered retry schedule.
+        timeout_seconds: Read timeout of one request.
+        on_permission_denied: `skip` (warn and skip the entity for that connection) or `fail`.
+        transport: An httpx transport for every client (tests and proxies; not from config).
+
+    Returns:
+        One resource per selected entity; `purchase_orders` also fills
+        `purchase_order_line_items`.
+
+    Raises:
+        ConfigurationError: No connections, an unknown entity, or bad dates.
+    """
+    tokens = _connection_tokens(connections, api_token)
+    specs = _select_entities(entities)
+    if on_permission_denied not in ("skip", "fail"):
+        raise ConfigurationError("on_permission_denied must be 'skip' or 'fail'")
+    # parse early so bad dates fail before any request
+    format_timestamp(start_date)
+    format_timestamp(end_date)
+    if page_size is not None and page_size < 1:
+        raise ConfigurationError("page_size must be at least 1")
+    if transport is not None and not isinstance(transport, httpx.BaseTransport):
+        raise ConfigurationError("transport must be an httpx.BaseTransport")
+
+    retry = RetryPolicy(
+        max_attempts=max_attempts,
+        max_elapsed_seconds=max_elapsed_seconds,
+        backoff_base_seconds=backoff_base_seconds,
+        timeout_seconds=timeout_seconds,
+    )
+    open_connections = [
+        Connection(
+            name,
+            MakiniClient(
+                base_url, token, name, retry=retry, transport=transport,
+                allow_insecure_http=allow_insecure_http,
+            ),
+        )
+        for name, token in tokens.items()
+    ]
+    options = _ReadOptions(start_date, end_date, page_size, hard_delete, on_permission_denied)
+    return [_entity_resource(spec, open_connections, options) for spec in specs]
+
+
+class _ReadOptions:
+    def __init__(
+        self,
+        start_date: TDateLike,
+        end_date: TDateLike,
+        page_size: Optional[int],
+        hard_delete: bool,
+        on_permission_denied: str,
+    ) -> None:
+        self.start_date = start_date
+        self.end_date = end_date
+        self.page_size = page_size
+        self.hard_delete = hard_delete
+        self.on_permission_denied = on_permission_denied
+
+
+def _entity_resource(spec: EntitySpec, connections: List[Connection], options: _ReadOptions) -> DltResource:
+    """Builds the merge resource of one entity from its catalogue row."""
+
+    def read_entity() -> Iterator[Any]:
+        state = dlt.current.resource_state().setdefault("watermarks", {})
+        for connection in connections:
+            yield from _read_connection(spec, connection, options, state)
+
+    return dlt.resource(
+        read_entity,
+        name=spec.table,
+        write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+        primary_key=(CONNECTION_COLUMN, "key"),
+        file_format="parquet",
+    )
+
+
+def _read_connection(
+    spec: EntitySpec, connection: Connection, options: _ReadOptions, state: Dict[str, str]
+) -> Iterator[Any]:
+    """Yields the Arrow tables of one entity of one connection, then advances its watermark."""
+    window = plan_window(
+        state.get(connection.name),
+        options.start_date,
+        options.end_date,
+        connection.sync_status().last_sync_at if options.end_date is None else None,
+    )
+    if window.is_empty:
+        logger.info("%s/%s: nothing new since %s", connection.name, spec.name, window.modified_after)
+        return
+    params: Dict[str, Any] = {"include_deleted": "true"}
+    if window.modified_after:
+        params["modified_after"] = window.modified_after
+    if window.modified_before:
+        params["modified_before"] = window.modified_before
+    page_size = min(options.page_size or spec.max_page_size, spec.max_page_size)
+    converter = RecordConverter(spec, connection.name, hard_delete=options.hard_delete)
+    main_hints = _main_hints(spec, options)
+    child_hints = _child_hints(spec, options) if spec.child_table else None
+    try:
+        for page in connection.client.iter_pages(spec.name, spec.path, params, page_size):
+            tables = converter.convert(page.records, page.request_id)
+            if tables.main is not None:
+                yield dlt.mark.with_hints(tables.main, main_hints, create_table_variant=True)
+            if tables.children is not None:
+                yield dlt.mark.with_hints(tables.children, child_hints, create_table_variant=True)
+    except PermissionDeniedError as exc:
+        if options.on_permission_denied == "fail":
+            raise
+        logger.warning("skipping %s for connection %s: %s", spec.name, connection.name, exc)
+        return
+    if window.next_watermark is not None:
+        state[connection.name] = window.next_watermark
+
+
+def _main_hints(spec: EntitySpec, options: _ReadOptions) -> Any:
+    """Hints of an entity's table: merge on (connection_id, key), newest version wins."""
+    columns: Dict[str, Any] = {
+        CONNECTION_COLUMN: {"data_type": "text", "nullable": False},
+        "key": {"data_type": "text", "nullable": False},
+        "updated_at": {"dedup_sort": "desc"},
+    }
+    if options.hard_delete:
+        columns["deleted_at"] = {"hard_delete": True}
+    return dlt.mark.make_hints(
+        table_name=spec.table,
+        write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+        primary_key=(CONNECTION_COLUMN, "key"),
+        columns=columns,
+        file_format="parquet",
+    )
+
+
+def _child_hints(spec: EntitySpec, options: _ReadOptions) -> Any:
+    """Hints of the child table: each loaded PO replaces all of its lines."""
+    return dlt.mark.make_hints(
+        table_name=spec.child_table,
+        write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+        primary_key=(CONNECTION_COLUMN, "key"),
+        merge_key=(CONNECTION_COLUMN, PARENT_KEY_COLUMN),
+        columns={
+            CONNECTION_COLUMN: {"data_type": "text", "nullable": False},
+            "key": {"data_type": "text", "nullable": False},
+            PARENT_KEY_COLUMN: {"data_type": "text", "nullable": False},
+            PARENT_VERSION_COLUMN: {"dedup_sort": "desc"},
+            LINE_MARKER_COLUMN: {"data_type": "bool", "hard_delete": True},
+        },
+        file_format="parquet",
+    )
+
+
+def _connection_tokens(
+    connections: Optional[Dict[str, Any]], api_token: Optional[str]
+) -> Dict[str, str]:
+    """Merges `connections` and `api_token` into one name -> token mapping."""
+    tokens: Dict[str, str] = {}
+    if connections:
+        if not isinstance(connections, dict):
+            raise ConfigurationError("connections must be a mapping of connection name to token")
+        for name, token in connections.items():
+            if not isinstance(token, str) or not token:
+                raise ConfigurationError(f"connection {name!r} has an empty or non-string token")
+            tokens[str(name)] = token
+    if api_token:
+        tokens.setdefault(DEFAULT_CONNECTION_NAME, str(api_token))
+    if not tokens:
+        raise ConfigurationError(
+            "no Makini connections configured: set sources.makini.connections (name -> token) "
+            "or sources.makini.api_token in .dlt/secrets.toml or the environment"
+        )
+    return tokens
+
+
+def _select_entities(entities: Optional[Sequence[str]]) -> List[EntitySpec]:
+    if entities is None:
+        return list(ENTITIES.values())
+    if isinstance(entities, str):
+        entities = [e.strip() for e in entities.split(",") if e.strip()]
+    by_path = {spec.path: spec for spec in ENTITIES.values()}
+    selected = []
+    for name in entities:
+        spec = ENTITIES.get(name) or by_path.get(name)
+        if spec is None:
+            raise ConfigurationError(
+                f"unknown entity {name!r}; choose from {', '.join(ENTITIES)}"
+            )
+        selected.append(spec)
+    return selected
+
+
+# re-exported for users catching errors
+__all__ += ["MakiniError", "ContractViolationError", "ConfigurationError", "ReauthorizationRequired"]

@@ -1,0 +1,137 @@
+"""Errors raised by the Makini source.
+
+Every error that comes from a request names the connection, the entity, the HTTP status,
+Makini's error code and the request id, and never the token::
+
+    MakiniError
+    ├── ConfigurationError            bad arguments or configuration; nothing was requested
+    ├── MakiniAPIError                the API answered with an error, or not at all
+    │   ├── RetriableAPIError         worth another try: 429, 5xx, timeouts, cut-off bodies
+    │   │   └── RateLimitError        429, carries the server's Retry-After
+    │   └── FatalAPIError             retrying cannot help
+    │       ├── BadRequestError       400: a bad parameter or cursor
+    │       ├── ReauthorizationRequired   401: the token is invalid, expired or revoked
+    │       ├── PermissionDeniedError 403: the account may not read this entity
+    │       └── NotFoundError         404: unknown entity path
+    └── ContractViolationError        a 200 answer that breaks the contract (bad record, body or cursor)
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+class MakiniError(Exception):
+    """Base class of every error this package raises."""
+
+
+class ConfigurationError(MakiniError):
+    """The source was configured wrongly (no connections, unknown entity, bad date...)."""
+
+
+class _ContextError(MakiniError):
+    """An error with the request context in its message."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        connection: Optional[str] = None,
+        entity: Optional[str] = None,
+        status: Optional[int] = None,
+        code: Optional[str] = None,
+        request_id: Optional[str] = None,
+    ) -> None:
+        self.message = message
+        self.connection = connection
+        self.entity = entity
+        self.status = status
+        self.code = code
+        self.request_id = request_id
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        parts = [
+            f"connection={self.connection}" if self.connection else None,
+            f"entity={self.entity}" if self.entity else None,
+            f"status={self.status}" if self.status is not None else None,
+            f"code={self.code}" if self.code else None,
+            f"request_id={self.request_id}" if self.request_id else None,
+        ]
+        context = ", ".join(p for p in parts if p)
+        return f"{self.message} [{context}]" if context else self.message
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        # keyword-only arguments need help to survive pickling (dlt pickles step exceptions)
+        return (
+            _rebuild,
+            (
+                type(self),
+                self.message,
+                {
+                    "connection": self.connection,
+                    "entity": self.entity,
+                    "status": self.status,
+                    "code": self.code,
+                    "request_id": self.request_id,
+                },
+            ),
+        )
+
+
+def _rebuild(cls: type, message: str, context: dict) -> "_ContextError":  # type: ignore[type-arg]
+    return cls(message, **context)  # type: ignore[no-any-return]
+
+
+class MakiniAPIError(_ContextError):
+    """The API answered with an error status, or the request failed on the way."""
+
+
+class RetriableAPIError(MakiniAPIError):
+    """A transient failure: retried with backoff until attempts or time run out."""
+
+
+class RateLimitError(RetriableAPIError):
+    """429: the connection's rate limit was hit.
+
+    Attributes:
+        retry_after: Seconds the server asked us to wait, if it said.
+    """
+
+    def __init__(self, message: str, *, retry_after: Optional[float] = None, **context) -> None:  # type: ignore[no-untyped-def]
+        self.retry_after = retry_after
+        super().__init__(message, **context)
+
+
+class FatalAPIError(MakiniAPIError):
+    """A failure that another try cannot fix."""
+
+
+class BadRequestError(FatalAPIError):
+    """400: INVALID_PARAMETER or INVALID_CURSOR."""
+
+
+class ReauthorizationRequired(FatalAPIError):
+    """401: the connection's token is invalid, expired or revoked."""
+
+
+class PermissionDeniedError(FatalAPIError):
+    """403: the connected account may not read this entity."""
+
+
+class NotFoundError(FatalAPIError):
+    """404: the API does not know this entity path."""
+
+
+class ContractViolationError(_ContextError):
+    """A successful response that breaks the API contract.
+
+    Attributes:
+        field: The offending field, when one is to blame.
+    """
+
+    def __init__(self, message: str, *, field: Optional[str] = None, **context) -> None:  # type: ignore[no-untyped-def]
+        self.field = field
+        if field:
+            message = f"{message} (field {field!r})"
+        super().__init__(message, **context)

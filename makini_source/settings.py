@@ -1,0 +1,176 @@
+"""Constants and the entity catalogue: what the source reads and where it lands.
+
+The catalogue is data, not code: one `EntitySpec` per list endpoint of the Makini contract.
+Adding an entity means adding a row here, not writing a new resource.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, FrozenSet, Optional, Tuple
+
+DEFAULT_BASE_URL = "https://api.makini.io"
+API_PREFIX = "/api/v1"
+SYNC_STATUS_PATH = f"{API_PREFIX}/sync-status"
+DEFAULT_CONNECTION_NAME = "default"
+
+# Exact decimals land as DECIMAL(38, 9): the widest type BigQuery's NUMERIC, Snowflake's
+# NUMBER and Postgres/DuckDB DECIMAL all hold exactly. A value with more than 9 fractional
+# digits fails loudly instead of being rounded.
+DECIMAL_PRECISION = 38
+DECIMAL_SCALE = 9
+
+# Money and quantity fields of the contract, wherever they appear.
+DECIMAL_FIELDS: FrozenSet[str] = frozenset(
+    {
+        "totalNetValue",
+        "totalGrossValue",
+        "quantity",
+        "receivedQuantity",
+        "price",
+        "discount",
+        "lineTaxValue",
+        "lineTotalValue",
+    }
+)
+
+# Timestamp fields (RFC 3339 UTC; date-only `YYYY-MM-DD` is accepted and means midnight UTC).
+TIMESTAMP_FIELDS: FrozenSet[str] = frozenset(
+    {
+        "createdAt",
+        "updatedAt",
+        "deletedAt",
+        "dueAt",
+        "approvedAt",
+        "completedAt",
+        "orderDate",
+        "shipmentDate",
+        "deliveryAt",
+        "activatedAt",
+        "deactivatedAt",
+        "scheduledAt",
+    }
+)
+
+BOOLEAN_FIELDS: FrozenSet[str] = frozenset({"isAssembly", "isActive", "isPhysical"})
+
+
+@dataclass(frozen=True)
+class EntitySpec:
+    """One list endpoint of the Makini API and the table it lands in.
+
+    Attributes:
+        name: Entity name used in configuration and errors (`purchase_orders`).
+        path: URL path segment (`purchase-orders`).
+        table: Destination table name.
+        max_page_size: Largest `limit` the API accepts for this entity.
+        fields: Top-level fields of Makini's published model, in the order columns are created.
+        child_field: Field holding a nested list that lands in its own table, if any.
+        child_table: The child table's name.
+        child_fields: Fields of one child record.
+    """
+
+    name: str
+    path: str
+    table: str
+    max_page_size: int
+    fields: Tuple[str, ...]
+    child_field: Optional[str] = None
+    child_table: Optional[str] = None
+    child_fields: Tuple[str, ...] = field(default_factory=tuple)
+
+
+_COMMON = ("key", "createdAt", "updatedAt", "deletedAt")
+
+PO_LINE_FIELDS = (
+    "key", "lineNo", "code", "type", "name", "description", "lineRef", "materialKey",
+    "productKey", "assetKey", "accountKey", "vendorKey", "locationKey", "storeroomKey",
+    "statusKey", "quantity", "receivedQuantity", "uomKey", "currencyKey", "price", "discount",
+    "lineTaxValue", "lineTotalValue", "notes", "deliveryAt", "dueAt", "createdAt", "updatedAt",
+    "deletedAt",
+)  # fmt: skip
+
+ENTITIES: Dict[str, EntitySpec] = {
+    spec.name: spec
+    for spec in (
+        EntitySpec(
+            name="purchase_orders",
+            path="purchase-orders",
+            table="purchase_orders",
+            max_page_size=200,
+            fields=_COMMON + (
+                "orderNo", "title", "description", "statusKey", "siteKey", "organizationKey",
+                "vendorKey", "locationKey", "currencyKey", "orderDate", "dueAt", "approvedAt",
+                "completedAt", "shipmentDate", "shippingMethod", "terms", "notes",
+                "shipmentAddress", "billingAddress", "deliveryAddress", "totalNetValue",
+                "totalGrossValue", "userRequestedKey", "userApprovedKey",
+            ),  # fmt: skip
+            child_field="lineItems",
+            child_table="purchase_order_line_items",
+            child_fields=PO_LINE_FIELDS,
+        ),
+        EntitySpec(
+            name="vendors",
+            path="vendors",
+            table="vendors",
+            max_page_size=500,
+            fields=_COMMON + ("name", "code", "companyKey", "organizationKey"),
+        ),
+        EntitySpec(
+            name="materials",
+            path="materials",
+            table="materials",
+            max_page_size=500,
+            fields=_COMMON + (
+                "organizationKey", "code", "partNumber", "name", "description", "notes",
+                "criticality", "isAssembly", "isActive", "manufacturerName", "uomKey",
+                "parentKeys", "assetKeys", "supplyOptions", "priceLevels", "inventories",
+                "dimensions",
+            ),  # fmt: skip
+        ),
+        EntitySpec(
+            name="sites",
+            path="sites",
+            table="sites",
+            max_page_size=500,
+            fields=_COMMON + (
+                "organizationKey", "name", "code", "description", "contact", "customerKey",
+                "lat", "lng", "address", "billingAddress", "properties", "notes",
+            ),  # fmt: skip
+        ),
+        EntitySpec(
+            name="assets",
+            path="assets",
+            table="assets",
+            max_page_size=250,
+            fields=_COMMON + (
+                "siteKey", "parentKey", "vendorKey", "teamKey", "locationKey", "customerKey",
+                "accountKeys", "name", "description", "makeCompanyKey", "assetTemplateKey",
+                "isPhysical", "notes", "categoryName", "criticality", "isActive", "makeName",
+                "modelName", "serialNumber", "activatedAt", "deactivatedAt", "documents",
+            ),  # fmt: skip
+        ),
+        EntitySpec(
+            name="work_orders",
+            path="work-orders",
+            table="work_orders",
+            max_page_size=250,
+            fields=_COMMON + (
+                "parentKey", "locationKey", "siteKey", "assetKey", "accountKey", "title",
+                "serviceRequestKey", "code", "pmKey", "teamKey", "laborAssignedKey",
+                "userApprovedKey", "assetDowntimeKey", "organizationKey", "instructions",
+                "status", "statusKey", "severity", "estimatedTime", "roleName", "categoryName",
+                "storeroomKey", "notes", "approvedAt", "dueAt", "scheduledAt", "actualTime",
+                "completedAt", "completionRemarks", "materialCount", "tasks", "documents",
+                "resources",
+            ),  # fmt: skip
+        ),
+    )
+}
+
+# Columns every table carries besides the record's own fields.
+CONNECTION_COLUMN = "connection_id"
+PARENT_KEY_COLUMN = "purchase_order_key"
+PARENT_VERSION_COLUMN = "purchase_order_updated_at"
+# Rows flagged here are never inserted: they only make the merge drop a PO's old lines.
+LINE_MARKER_COLUMN = "_makini_po_marker"
