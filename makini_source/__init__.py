@@ -217,7 +217,9 @@ def _read_connection(
     if window.modified_before:
         params["modified_before"] = window.modified_before
     page_size = min(options.page_size or spec.max_page_size, spec.max_page_size)
-    converter = RecordConverter(spec, connection.name, hard_delete=options.hard_delete)
+    converter = RecordConverter(
+        spec, connection.name, hard_delete=options.hard_delete, known_types=_schema_column_types
+    )
     main_hints = _main_hints(spec, options)
     child_hints = _child_hints(spec, options) if spec.child_table else None
     try:
@@ -234,6 +236,18 @@ def _read_connection(
         return
     if window.next_watermark is not None:
         state[connection.name] = window.next_watermark
+
+
+def _schema_column_types(table: str) -> Dict[str, str]:
+    """Data types of a table's columns as the source schema knows them (empty if unknown)."""
+    schema = dlt.current.source_schema()
+    if table not in schema.tables:
+        return {}
+    return {
+        name: column["data_type"]
+        for name, column in schema.tables[table]["columns"].items()
+        if "data_type" in column
+    }
 
 
 def _main_hints(spec: EntitySpec, options: _ReadOptions) -> Any:

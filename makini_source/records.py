@@ -10,7 +10,7 @@ the tables look exactly as dlt would have named them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import orjson
 import pyarrow as pa
@@ -38,6 +38,16 @@ NOT_NULL_COLUMNS = frozenset({CONNECTION_COLUMN, "key", PARENT_KEY_COLUMN})
 
 Path = Tuple[str, ...]
 
+_CATALOGUE_TYPED = DECIMAL_FIELDS | TIMESTAMP_FIELDS | BOOLEAN_FIELDS
+# the types an inferred column can take, by dlt data type and back
+_ARROW_TYPES: Dict[str, pa.DataType] = {
+    "text": pa.string(),
+    "bigint": pa.int64(),
+    "double": pa.float64(),
+    "bool": pa.bool_(),
+}
+_DLT_TYPES: Dict[pa.DataType, str] = {arrow: dlt_type for dlt_type, arrow in _ARROW_TYPES.items()}
+
 
 @dataclass
 class PageTables:
@@ -56,12 +66,20 @@ class RecordConverter:
         hard_delete: Whether tombstones delete rows (otherwise they keep `deleted_at`).
     """
 
-    def __init__(self, spec: EntitySpec, connection: str, hard_delete: bool = False) -> None:
+    def __init__(
+        self,
+        spec: EntitySpec,
+        connection: str,
+        hard_delete: bool = False,
+        known_types: Optional[Callable[[str], Mapping[str, str]]] = None,
+    ) -> None:
         self.spec = spec
         self.connection = connection
         self.hard_delete = hard_delete
         self._naming = NamingConvention()
         self._names: Dict[Path, str] = {}
+        self._known_types = known_types
+        self._types: Dict[Tuple[str, str], pa.DataType] = {}
 
     def convert(self, records: Sequence[Any], request_id: Optional[str] = None) -> PageTables:
         """Validates and converts one page.
@@ -80,6 +98,7 @@ class RecordConverter:
             {CONNECTION_COLUMN: [self.connection] * len(records)},
             request_id,
             self.spec.name,
+            self.spec.table,
         )
         children = self._children(records, request_id) if self.spec.child_field else None
         return PageTables(main, children)
@@ -148,7 +167,8 @@ class RecordConverter:
             CONNECTION_COLUMN: [self.connection] * len(rows),
             PARENT_KEY_COLUMN: parents,
         }
-        table = self._table(rows, fixed, request_id, f"{self.spec.name}.{child_field}")
+        assert self.spec.child_table is not None
+        table = self._table(rows, fixed, request_id, f"{self.spec.name}.{child_field}", self.spec.child_table)
         table = table.append_column(
             PARENT_VERSION_COLUMN, self._typed(versions, "updatedAt", request_id, PARENT_VERSION_COLUMN)
         )
@@ -162,6 +182,7 @@ class RecordConverter:
         fixed: Mapping[str, List[Any]],
         request_id: Optional[str],
         entity: str,
+        table_name: str,
     ) -> pa.Table:
         columns: Dict[str, pa.Array] = {
             name: pa.array(values, pa.string()) for name, values in fixed.items()
@@ -170,8 +191,11 @@ class RecordConverter:
             name = self._column_name(path)
             typed_field = None if path[0] == CUSTOM_FIELDS else path[-1]
             array = self._typed(values, typed_field, request_id, ".".join(path), entity)
-            if array is not None:
-                columns[name] = array
+            if array is None:
+                continue
+            if typed_field not in _CATALOGUE_TYPED:
+                name, array = self._settle_type(table_name, name, array)
+            columns[name] = array
         # key columns are declared NOT NULL in the dlt schema; say so in the Arrow schema too
         schema = pa.schema(
             [pa.field(name, array.type, nullable=name not in NOT_NULL_COLUMNS) for name, array in columns.items()]
@@ -201,6 +225,31 @@ class RecordConverter:
                 connection=self.connection, entity=entity or self.spec.name, request_id=request_id,
             ) from None
         return _inferred(values)
+
+    def _settle_type(self, table: str, name: str, array: pa.Array) -> Tuple[str, pa.Array]:
+        """Keeps an inferred column's type stable across pages, connections and runs.
+
+        Custom fields differ per connection (`Cost Center` may be text in one and a number in
+        another). A value that fits the column's established type losslessly is converted to
+        it; otherwise it lands in a variant column `<name>__v_<type>`, as dlt does for dicts.
+        """
+        established = self._types.get((table, name))
+        if established is None and self._known_types is not None:
+            established = _ARROW_TYPES.get(self._known_types(table).get(name, ""))
+        if established is None or established == array.type:
+            self._types[(table, name)] = array.type
+            return name, array
+        self._types[(table, name)] = established
+        if pa.types.is_string(established):
+            return name, pa.array(
+                [None if v is None else (v if isinstance(v, str) else orjson.dumps(v).decode()) for v in array.to_pylist()],
+                pa.string(),
+            )
+        if pa.types.is_floating(established) and pa.types.is_integer(array.type):
+            return name, array.cast(pa.float64())
+        variant = f"{name}__v_{_DLT_TYPES[array.type]}"
+        self._types[(table, variant)] = array.type
+        return variant, array
 
     def _column_name(self, path: Path) -> str:
         name = self._names.get(path)

@@ -1,0 +1,160 @@
+"""Unit tests of small pure pieces: window planning, Retry-After, paginator, record conversion."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pyarrow as pa
+import pytest
+
+from makini_source.client import parse_retry_after
+from makini_source.exceptions import ConfigurationError, ContractViolationError
+from makini_source.paginator import CursorPaginator
+from makini_source.ratelimit import RateLimiter
+from makini_source.records import RecordConverter
+from makini_source.settings import ENTITIES
+from makini_source.window import format_timestamp, plan_window
+
+
+def test_first_run_reads_up_to_last_sync_at_and_stores_it() -> None:
+    window = plan_window(None, "2024-01-01", None, "2024-06-01T10:15:00Z")
+    assert window.modified_after == "2024-01-01T00:00:00.000000Z"
+    assert window.modified_before == "2024-06-01T10:15:00.000000Z"
+    assert window.next_watermark == "2024-06-01T10:15:00.000000Z"
+
+
+def test_next_run_starts_at_stored_watermark_not_start_date() -> None:
+    window = plan_window("2024-06-01T10:15:00.000000Z", "2024-01-01", None, "2024-06-02T00:00:00Z")
+    assert window.modified_after == "2024-06-01T10:15:00.000000Z"
+    assert not window.is_empty
+
+
+def test_unknown_last_sync_at_reads_everything_and_keeps_state() -> None:
+    window = plan_window("2024-06-01T00:00:00.000000Z", None, None, None)
+    assert window.modified_before is None
+    assert window.next_watermark is None
+
+
+def test_backfill_ignores_state_and_does_not_move_it() -> None:
+    window = plan_window("2025-01-01T00:00:00.000000Z", "2024-01-01", "2024-02-01", "2025-06-01T00:00:00Z")
+    assert (window.modified_after, window.modified_before) == (
+        "2024-01-01T00:00:00.000000Z",
+        "2024-02-01T00:00:00.000000Z",
+    )
+    assert window.next_watermark is None
+
+
+def test_window_without_new_sync_is_empty() -> None:
+    assert plan_window("2024-06-01T10:15:00.000000Z", None, None, "2024-06-01T10:15:00Z").is_empty
+
+
+def test_timestamps_normalise_offsets_to_utc() -> None:
+    assert format_timestamp("2024-03-05T14:07:09+02:00") == "2024-03-05T12:07:09.000000Z"
+    with pytest.raises(ConfigurationError):
+        format_timestamp("yesterday-ish")
+
+
+def test_retry_after_delta_seconds_and_http_date() -> None:
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after("Wed, 21 Oct 2026 07:28:00 GMT", now=1792567670.0) == pytest.approx(10.0)
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past: no wait
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+
+
+def test_paginator_follows_cursor_and_refuses_a_loop() -> None:
+    paginator = CursorPaginator({"modified_after": "x"}, limit=10)
+    assert paginator.request_params() == {"modified_after": "x", "limit": 10}
+    paginator.update("c1")
+    assert paginator.request_params() == {"cursor": "c1", "limit": 10}
+    with pytest.raises(ValueError, match="repeats"):
+        paginator.update("c1")
+    paginator.update(None)
+    assert not paginator.has_next
+
+
+def test_rate_limiter_spreads_remaining_requests_over_the_window() -> None:
+    now = [100.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    limiter = RateLimiter(clock=lambda: now[0], sleep=sleep)
+    assert limiter.acquire() == 0.0
+    limiter.observe({"x-ratelimit-remaining": "4", "x-ratelimit-reset": "2"})
+    limiter.acquire()
+    limiter.acquire()
+    assert slept == [pytest.approx(0.5), pytest.approx(0.5)]
+    limiter.observe({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "3"})
+    limiter.acquire()
+    assert now[0] == pytest.approx(104.0)
+
+
+def _po(**overrides: object) -> dict:
+    record = {
+        "key": "PO-1",
+        "createdAt": "2024-01-01T00:00:00Z",
+        "updatedAt": "2024-01-02T03:04:05.123456Z",
+        "deletedAt": None,
+        "orderDate": "2024-01-01",
+        "totalNetValue": "1234567.8901",
+        "shipmentAddress": {"city": "Linz", "addressLines": ["Hafenstr. 1", "Tor 3"]},
+        "customFields": {"Cost Center": "CC-7", "projectCode": 12, "urgent": True},
+        "lineItems": [
+            {"key": "L1", "quantity": "0.1000", "price": "3.3333", "deletedAt": None},
+            {"key": "L2", "quantity": "2", "price": None, "deletedAt": "2024-01-02T00:00:00Z"},
+        ],
+    }
+    record.update(overrides)
+    return record
+
+
+def test_converter_names_types_and_exact_decimals() -> None:
+    tables = RecordConverter(ENTITIES["purchase_orders"], "acme").convert([_po()])
+    main = tables.main
+    assert main is not None
+    assert main.column("total_net_value").type == pa.decimal128(38, 9)
+    assert main.column("total_net_value")[0].as_py() == Decimal("1234567.8901")
+    assert main.column("updated_at").type == pa.timestamp("us", tz="UTC")
+    assert main.column("order_date")[0].as_py().isoformat() == "2024-01-01T00:00:00+00:00"
+    assert main.column("custom_fields__cost_center")[0].as_py() == "CC-7"
+    assert main.column("custom_fields__project_code").type == pa.int64()
+    assert main.column("shipment_address__address_lines")[0].as_py() == '["Hafenstr. 1","Tor 3"]'
+    assert "line_items" not in main.column_names
+    lines = tables.children
+    assert lines is not None
+    assert lines.column("key").to_pylist() == ["L1", "L2"]
+    assert lines.column("purchase_order_key").to_pylist() == ["PO-1", "PO-1"]
+    assert lines.column("quantity")[0].as_py() == Decimal("0.1")
+    assert lines.column("deleted_at")[1].as_py() is not None
+
+
+def test_converter_marks_po_without_lines_and_drops_deleted_lines_on_hard_delete() -> None:
+    spec = ENTITIES["purchase_orders"]
+    empty = RecordConverter(spec, "acme").convert([_po(lineItems=[])]).children
+    assert empty is not None and empty.column("_makini_po_marker").to_pylist() == [True]
+    hard = RecordConverter(spec, "acme", hard_delete=True).convert([_po()]).children
+    assert hard is not None and hard.column("key").to_pylist() == ["L1"]
+    deleted_po = RecordConverter(spec, "acme", hard_delete=True).convert(
+        [_po(deletedAt="2024-02-01T00:00:00Z")]
+    ).children
+    assert deleted_po is not None and deleted_po.column("_makini_po_marker").to_pylist() == [True]
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"key": None}, "key"),
+        ({"updatedAt": None}, "updatedAt"),
+        ({"totalNetValue": "12,5"}, "totalNetValue"),
+        ({"totalNetValue": "0.0000000001"}, "totalNetValue"),  # would need rounding
+        ({"createdAt": "not-a-time"}, "createdAt"),
+    ],
+)
+def test_converter_rejects_contract_violations_by_field(override: dict, field: str) -> None:
+    with pytest.raises(ContractViolationError) as raised:
+        RecordConverter(ENTITIES["purchase_orders"], "acme").convert([_po(**override)], "req_1")
+    assert field in str(raised.value)
+    assert "req_1" in str(raised.value) and "acme" in str(raised.value)
