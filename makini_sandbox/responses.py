@@ -1,0 +1,456 @@
+"""HTTP handlers of the Makini v1 API: list endpoints and sync status.
+
+Per request: bearer auth (401), the connection's rate limit (429), unknown entity (404),
+fault rules, permissions (403), parameters (400), then the page. Every response carries
+``X-Request-Id`` (added by :class:`RequestIdMiddleware`) and the ``X-RateLimit-*`` headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import secrets
+import socket
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import (
+    ERROR_BY_STATUS,
+    ApiError,
+    AuthenticationFailed,
+    InvalidParameter,
+    NotFound,
+    PermissionDenied,
+    RateLimitExceeded,
+)
+from .faults import PRE_KINDS, FaultRule
+from .generator import MAX_LIMIT
+from .limits import UNLIMITED
+from .models import ConnectionState, Filters, Page, Store
+from .timeutil import parse_timestamp
+
+JSON = "application/json"
+_LIMIT_RE = re.compile(r"^[0-9]{1,9}$")
+_ANON_RATE_HEADERS = {
+    "X-RateLimit-Limit": str(UNLIMITED),
+    "X-RateLimit-Remaining": str(UNLIMITED),
+    "X-RateLimit-Reset": "60",
+}
+_PROXY_HTML = (
+    b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n"
+    b"<body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>\n"
+)
+
+
+def new_request_id() -> str:
+    """A fresh request id: ``req_`` + 24 hex digits."""
+    return "req_" + secrets.token_hex(12)
+
+
+def request_id_of(request: Request) -> str:
+    """The request id assigned by :class:`RequestIdMiddleware`."""
+    rid = request.scope.get("state", {}).get("request_id")
+    return rid or new_request_id()
+
+
+class RequestIdMiddleware:
+    """Pure ASGI middleware: assigns a request id and adds ``X-Request-Id`` to every response.
+
+    It also remembers uvicorn's per-request cycle object (the owner of ``send``) so that the
+    ``reset`` and ``truncate`` faults can reach the TCP transport.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = new_request_id()
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        state["sandbox_cycle"] = getattr(send, "__self__", None)
+        rid_header = (b"x-request-id", rid.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                    headers.append(rid_header)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def error_response(
+    exc: ApiError, request_id: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    """The contract's JSON error response for ``exc``."""
+    body = orjson.dumps(
+        {"error": {"code": exc.code, "message": exc.message, "request_id": request_id}}
+    )
+    hdrs = dict(headers or {})
+    hdrs.update(exc.headers)
+    hdrs["X-Request-Id"] = request_id
+    return Response(body, status_code=exc.status, headers=hdrs, media_type=JSON)
+
+
+def json_response(
+    data: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    """A JSON response serialized with orjson."""
+    return Response(
+        orjson.dumps(data), status_code=status, headers=dict(headers or {}), media_type=JSON
+    )
+
+
+async def _wait_disconnected(cycle: Any, timeout: float = 2.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not getattr(cycle, "disconnected", True) and loop.time() < deadline:
+        await asyncio.sleep(0.005)
+
+
+class TruncatedResponse(Response):
+    """200 whose ``Content-Length`` announces the full body but only part of it is sent."""
+
+    def __init__(self, body: bytes, fraction: float, headers: Mapping[str, str]) -> None:
+        super().__init__(b"", status_code=200, headers=dict(headers), media_type=JSON)
+        self.full_body = body
+        self.fraction = fraction
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = self.full_body
+        cut = int(len(body) * self.fraction)
+        headers = [(k, v) for k, v in self.raw_headers if k.lower() != b"content-length"] + [
+            (b"content-length", str(len(body)).encode())
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body[:cut], "more_body": True})
+        cycle = scope.get("state", {}).get("sandbox_cycle")
+        transport = getattr(cycle, "transport", None)
+        if transport is None:
+            raise ConnectionAbortedError("truncate fault: closing mid-body")
+        transport.close()
+        await _wait_disconnected(cycle)
+
+
+class ResetResponse(Response):
+    """Drops the TCP connection without sending anything (RST when possible)."""
+
+    def __init__(self) -> None:
+        super().__init__(b"")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        cycle = scope.get("state", {}).get("sandbox_cycle")
+        transport = getattr(cycle, "transport", None)
+        if transport is None:
+            raise ConnectionResetError("reset fault")
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+        await _wait_disconnected(cycle)
+
+
+def _parse_bool(name: str, value: str) -> bool:
+    v = value.lower()
+    if v == "true":
+        return True
+    if v == "false":
+        return False
+    raise InvalidParameter(f"{name} must be 'true' or 'false', got {value!r}.")
+
+
+def _parse_time(name: str, value: str) -> int:
+    try:
+        return parse_timestamp(value)
+    except ValueError:
+        raise InvalidParameter(
+            f"{name} must be YYYY-MM-DD or an RFC 3339 timestamp with a UTC offset "
+            f"(a '+' must be sent as %2B), got {value!r}."
+        ) from None
+
+
+def parse_limit(entity: str, value: str | None) -> int | None:
+    """Validate ``limit``: an integer within 1..the entity's max; ``None`` when absent.
+
+    Raises:
+        InvalidParameter: not an integer or out of range.
+    """
+    if value is None:
+        return None
+    max_limit = MAX_LIMIT[entity]
+    if not _LIMIT_RE.match(value) or not 1 <= int(value) <= max_limit:
+        raise InvalidParameter(f"limit must be an integer from 1 to {max_limit}, got {value!r}.")
+    return int(value)
+
+
+def parse_filters(query: Mapping[str, str]) -> Filters:
+    """The filters of a new listing from its query parameters.
+
+    Raises:
+        InvalidParameter: a malformed timestamp or boolean.
+    """
+    bounds: dict[str, int | None] = {}
+    for name in ("modified_after", "modified_before", "created_after", "created_before"):
+        value = query.get(name)
+        bounds[name] = _parse_time(name, value) if value else None
+    inc = query.get("include_deleted")
+    return Filters(
+        **bounds,
+        include_deleted=_parse_bool("include_deleted", inc) if inc else False,
+    )
+
+
+def _alter_record(data: bytes, rule: FaultRule) -> bytes:
+    rec = orjson.loads(data)
+    drop = rule.params.get("drop_field")
+    if drop is not None:
+        rec.pop(drop, None)
+    rec.update(rule.params.get("set_field") or {})
+    return orjson.dumps(rec)
+
+
+def page_body(page: Page, post: list[FaultRule]) -> bytes:
+    """Serialize a page, applying the ``bad_record``/``extra_field``/``repeat_cursor`` faults."""
+    items = [row[2] for row in page.rows]
+    next_cursor = page.next_cursor
+    for rule in post:
+        if rule.kind == "bad_record" and items:
+            i = min(max(int(rule.params.get("index", 0)), -len(items)), len(items) - 1)
+            items[i] = _alter_record(items[i], rule)
+        elif rule.kind == "extra_field":
+            extra = b',"' + str(rule.params.get("field", "unexpectedField")).encode() + b'":'
+            extra += orjson.dumps(rule.params.get("value", "surprise")) + b"}"
+            items = [b[:-1] + extra for b in items]
+        elif rule.kind == "repeat_cursor":
+            next_cursor = page.cursor
+    return b"".join(
+        (
+            b'{"data":[',
+            b",".join(items),
+            b'],"next_cursor":',
+            orjson.dumps(next_cursor),
+            b',"total_count":',
+            str(page.total_count).encode(),
+            b"}",
+        )
+    )
+
+
+class Api:
+    """The ``/api/v1`` handlers bound to a :class:`~makini_sandbox.models.Store`.
+
+    Args:
+        store: the state.
+        prefetch: after a page is served, build the next page's records in the idle time of
+            the event loop (read-ahead), so a sequential reader mostly hits the cache.
+    """
+
+    def __init__(self, store: Store, prefetch: bool = True) -> None:
+        self.store = store
+        self.prefetch_enabled = prefetch
+        self._prefetch_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    # -- common steps -------------------------------------------------------------------------
+
+    def _authenticate(self, request: Request) -> ConnectionState:
+        header = request.headers.get("authorization")
+        if not header:
+            raise AuthenticationFailed("Missing 'Authorization: Bearer <token>' header.")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthenticationFailed("The Authorization header must be 'Bearer <token>'.")
+        conn = self.store.authenticate(token.strip())
+        if conn is None:
+            raise AuthenticationFailed()
+        return conn
+
+    async def _pre_faults(
+        self, rules: list[FaultRule], rid: str, headers: dict[str, str]
+    ) -> tuple[Response | None, list[FaultRule]]:
+        """Apply delays and response-replacing faults; return the post-processing rules."""
+        for rule in rules:
+            if rule.kind == "delay":
+                await asyncio.sleep(float(rule.params.get("seconds", 5)))
+        for rule in rules:
+            if rule.kind not in PRE_KINDS:
+                continue
+            if rule.kind == "status":
+                status = int(rule.params.get("status", 503))
+                exc = ERROR_BY_STATUS[status](rule.params.get("message"))
+                ra = rule.params.get("retry_after")
+                if ra is not None:
+                    exc.headers["Retry-After"] = str(ra)
+                return error_response(exc, rid, headers), []
+            if rule.kind == "html":
+                status = int(rule.params.get("status", 502))
+                return Response(
+                    _PROXY_HTML, status_code=status, headers=headers, media_type="text/html"
+                ), []
+            if rule.kind == "non_json":
+                body = str(rule.params.get("body", "upstream said: OK (not JSON)")).encode()
+                return Response(
+                    body,
+                    status_code=200,
+                    headers=headers,
+                    media_type=str(rule.params.get("content_type", JSON)),
+                ), []
+            return ResetResponse(), []
+        return None, [r for r in rules if r.kind not in PRE_KINDS and r.kind != "delay"]
+
+    # -- endpoints ----------------------------------------------------------------------------
+
+    async def list_records(self, request: Request) -> Response:
+        """``GET /api/v1/{entity}``."""
+        rid = request_id_of(request)
+        entity = request.path_params["entity"]
+        store = self.store
+        try:
+            conn = self._authenticate(request)
+        except ApiError as exc:
+            store.stats.record(None, entity, exc.status)
+            return error_response(exc, rid, _ANON_RATE_HEADERS)
+        decision = conn.limiter.hit()
+        headers = decision.headers()
+        response: Response
+        try:
+            if not decision.allowed:
+                raise RateLimitExceeded(headers={"Retry-After": decision.retry_after})
+            if entity not in MAX_LIMIT:
+                raise NotFound(f"Unknown entity path '/api/v1/{entity}'.")
+            query = request.query_params
+            cursor = query.get("cursor") or None
+            rules = store.faults.fire(
+                conn.name, entity, is_list=True, has_cursor=cursor is not None
+            )
+            post: list[FaultRule] = []
+            if rules:
+                replaced, post = await self._pre_faults(rules, rid, headers)
+                if replaced is not None:
+                    store.stats.record(
+                        conn.name,
+                        entity,
+                        "reset" if isinstance(replaced, ResetResponse) else replaced.status_code,
+                    )
+                    return replaced
+            if entity in conn.denied:
+                raise PermissionDenied(f"The connected account may not read {entity}.")
+            limit = parse_limit(entity, query.get("limit") or None)
+            filters = None if cursor is not None else parse_filters(query)
+            page = store.list_page(conn, entity, filters=filters, cursor=cursor, limit=limit)
+            delay = store.config.page_delay_seconds
+            if delay > 0:
+                await asyncio.sleep(delay)
+            body = page_body(page, post)
+            truncate = next((r for r in post if r.kind == "truncate"), None)
+            if truncate is not None:
+                response = TruncatedResponse(
+                    body, float(truncate.params.get("fraction", 0.5)), headers
+                )
+            else:
+                response = Response(body, status_code=200, headers=headers, media_type=JSON)
+            self._schedule_prefetch(conn, entity, page)
+        except ApiError as exc:
+            response = error_response(exc, rid, headers)
+        store.stats.record(conn.name, entity, response.status_code)
+        return response
+
+    async def sync_status(self, request: Request) -> Response:
+        """``GET /api/v1/sync-status``."""
+        rid = request_id_of(request)
+        store = self.store
+        try:
+            conn = self._authenticate(request)
+        except ApiError as exc:
+            store.stats.record(None, "sync-status", exc.status)
+            return error_response(exc, rid, _ANON_RATE_HEADERS)
+        decision = conn.limiter.hit()
+        headers = decision.headers()
+        response: Response
+        try:
+            if not decision.allowed:
+                raise RateLimitExceeded(headers={"Retry-After": decision.retry_after})
+            rules = store.faults.fire(conn.name, "sync-status", is_list=False, has_cursor=False)
+            post: list[FaultRule] = []
+            if rules:
+                replaced, post = await self._pre_faults(rules, rid, headers)
+                if replaced is not None:
+                    store.stats.record(
+                        conn.name,
+                        "sync-status",
+                        "reset" if isinstance(replaced, ResetResponse) else replaced.status_code,
+                    )
+                    return replaced
+            if "sync-status" in conn.denied:
+                raise PermissionDenied("The connected account may not read the sync status.")
+            with store.lock:
+                body = orjson.dumps({"data": conn.sync_status()})
+            truncate = next((r for r in post if r.kind == "truncate"), None)
+            if truncate is not None:
+                response = TruncatedResponse(
+                    body, float(truncate.params.get("fraction", 0.5)), headers
+                )
+            else:
+                response = Response(body, status_code=200, headers=headers, media_type=JSON)
+        except ApiError as exc:
+            response = error_response(exc, rid, headers)
+        store.stats.record(conn.name, "sync-status", response.status_code)
+        return response
+
+    async def unknown_api_path(self, request: Request) -> Response:
+        """Any other ``/api/v1/...`` path: 401 without a valid token, else 404."""
+        rid = request_id_of(request)
+        try:
+            conn = self._authenticate(request)
+        except ApiError as exc:
+            self.store.stats.record(None, None, exc.status)
+            return error_response(exc, rid, _ANON_RATE_HEADERS)
+        decision = conn.limiter.hit()
+        exc2: ApiError
+        if not decision.allowed:
+            exc2 = RateLimitExceeded(headers={"Retry-After": decision.retry_after})
+        else:
+            exc2 = NotFound(f"Unknown path {request.url.path!r}.")
+        self.store.stats.record(conn.name, None, exc2.status)
+        return error_response(exc2, rid, decision.headers())
+
+    # -- read-ahead ---------------------------------------------------------------------------
+
+    def _schedule_prefetch(self, conn: ConnectionState, entity: str, page: Page) -> None:
+        if not self.prefetch_enabled or not page.rows or page.next_cursor is None:
+            return
+        budget = conn.entities[entity].budget
+        if budget.used >= budget.max_bytes:
+            return
+        key = (conn.name, entity)
+        old = self._prefetch_tasks.get(key)
+        if old is not None and not old.done():
+            old.cancel()
+        after = (page.rows[-1][0], page.rows[-1][1])
+        self._prefetch_tasks[key] = asyncio.get_running_loop().create_task(
+            self._prefetch(conn, entity, after, page.filters, page.limit)
+        )
+
+    async def _prefetch(
+        self, conn: ConnectionState, entity: str, after: tuple[int, str], flt: Filters, n: int
+    ) -> None:
+        await asyncio.sleep(0.001)  # let the current response go out first
+        left = n
+        pos: tuple[int, str] | None = after
+        while left > 0 and pos is not None:
+            step = min(16, left)
+            pos = self.store.prefetch(conn, entity, pos, flt, step)
+            left -= step
+            await asyncio.sleep(0)
