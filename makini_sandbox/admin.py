@@ -84,6 +84,11 @@ class SandboxAdmin:
         body = config.to_dict() if isinstance(config, SandboxConfig) else config
         return self._call("POST", "/_admin/reset", body)
 
+    def prewarm(self, connection: str | None = None, entity: str | None = None) -> dict[str, Any]:
+        """Build and cache every generated record now; returns ``{"built", "seconds"}``."""
+        body = {k: v for k, v in (("connection", connection), ("entity", entity)) if v}
+        return self._call("POST", "/_admin/prewarm", body)
+
     def config(self) -> dict[str, Any]:
         """The current config as JSON."""
         return self._call("GET", "/_admin/config")

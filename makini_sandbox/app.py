@@ -6,6 +6,7 @@ Admin endpoints take no auth and speak JSON; errors use the API's error body. Se
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -71,6 +72,13 @@ class Admin:
         except (ValueError, TypeError) as exc:
             raise InvalidParameter(str(exc)) from exc
         return json_response({"data": self.store.describe()})
+
+    async def prewarm(self, request: Request) -> Response:
+        """``POST /_admin/prewarm`` body ``{"connection"?, "entity"?}``: build all records now."""
+        body = _obj(await _body(request))
+        started = time.perf_counter()
+        built = self.store.prewarm(body.get("connection"), body.get("entity"))
+        return json_response({"data": {"built": built, "seconds": time.perf_counter() - started}})
 
     async def config(self, request: Request) -> Response:
         """``GET /_admin/config``: the current SandboxConfig as JSON."""
@@ -263,6 +271,7 @@ def build_app(store: Store, *, prefetch: bool = True) -> RequestIdMiddleware:
         Route("/_admin/health", admin.health, methods=["GET"]),
         Route("/_admin/reset", admin.reset, methods=["POST"]),
         Route("/_admin/config", admin.config, methods=["GET"]),
+        Route("/_admin/prewarm", admin.prewarm, methods=["POST"]),
         Route("/_admin/connections", admin.connections, methods=["GET"]),
         Route(c + "/sync", admin.sync, methods=["POST"]),
         Route(c + "/token", admin.token, methods=["POST"]),

@@ -35,7 +35,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--client-pause", type=float, default=0.0, help="seconds the client 'works' between pages"
     )
+    parser.add_argument("--url", help="measure an already running server instead")
+    parser.add_argument("--token", default="mk_test_acme", help="token for --url")
     args = parser.parse_args(argv)
+    if args.url:
+        _listings(args, args.url, args.token)
+        return
 
     cfg = SandboxConfig(
         connections=[
@@ -51,9 +56,36 @@ def main(argv: list[str] | None = None) -> None:
         f"start-up ({args.purchase_orders} POs): {startup:.2f} s, "
         f"max RSS {rss0 / 1024:.0f} -> {rss1 / 1024:.0f} MiB"
     )
-    client = httpx.Client(
-        base_url=server.url, headers={"Authorization": "Bearer tok_bench"}, timeout=60
-    )
+    try:
+        _listings(args, server.url, "tok_bench")
+        _server_side(server, args.limit)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(f"max RSS now {rss / 1024:.0f} MiB")
+    finally:
+        server.stop()
+
+
+def _server_side(server: SandboxServer, limit: int) -> None:
+    """Time building pages in the store, without HTTP."""
+    store = server.store
+    conn = next(iter(store.connections.values()))
+    for label in ("cached", "uncached"):
+        if label == "uncached":
+            es = conn.entities["purchase-orders"]
+            es.budget.used -= sum(len(b) for b in es.cache if b is not None)
+            es.cache = [None] * len(es.cache)
+        times = []
+        cursor = None
+        for _ in range(50):
+            t = time.perf_counter()
+            page = store.list_page(conn, "purchase-orders", cursor=cursor, limit=limit)
+            times.append(time.perf_counter() - t)
+            cursor = page.next_cursor
+        print(f"store.list_page ({label}, limit {limit}): {_fmt(times)}")
+
+
+def _listings(args: argparse.Namespace, url: str, token: str) -> None:
+    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
     try:
         for run in ("cold", "warm"):
             latencies: list[float] = []
@@ -82,12 +114,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"{run}: {len(latencies)} pages, {records} POs, {nbytes / 2**20:.0f} MiB in "
                 f"{total:.1f} s (incl. client JSON parsing); page latency {_fmt(latencies)}"
             )
-        stats = server.admin.stats()["total"]
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(f"server counted {stats['requests']} requests; max RSS now {rss / 1024:.0f} MiB")
     finally:
         client.close()
-        server.stop()
 
 
 if __name__ == "__main__":
