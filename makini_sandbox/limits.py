@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .timeutil import http_date
+from .timeutil import format_timestamp, http_date
 
 #: ``X-RateLimit-Limit`` reported for connections without a limit
 UNLIMITED = 1_000_000
@@ -152,7 +152,6 @@ class RequestStats:
 
     def snapshot(self) -> dict[str, Any]:
         """Counters per connection plus totals, with first/last request times and rate."""
-        from .timeutil import format_timestamp
 
         def view(s: dict[str, Any]) -> dict[str, Any]:
             span = s["last"] - s["first"]

@@ -608,3 +608,23 @@ def test_admin_connections_stats_and_bulk(acme: httpx.Client, admin: SandboxAdmi
     admin.bulk("acme", "vendors", keys=["V-000001", "V-000002"], delete=True)
     assert admin.connections()[0]["counts"]["vendors"]["deleted"] == 2
     assert admin.stats()["total"]["requests"] >= 1
+
+
+def test_timeouts_non_json_and_unknown_paths(
+    acme: httpx.Client, anon: httpx.Client, admin: SandboxAdmin
+) -> None:
+    admin.set_faults([{"kind": "delay", "seconds": 0.5, "entity": "sites", "times": 1}])
+    with pytest.raises(httpx.ReadTimeout):
+        acme.get("/api/v1/sites", timeout=0.1)
+    admin.set_faults([{"kind": "non_json", "entity": "sync-status", "times": 1}])
+    r = acme.get("/api/v1/sync-status")
+    assert r.status_code == 200
+    with pytest.raises(ValueError):
+        r.json()
+    assert acme.get("/api/v1/sync-status").json()["data"]["connection_id"] == "conn_acme"
+    assert_error(anon.get("/nothing/here"), 404, "NOT_FOUND")
+    assert_error(acme.get("/api/v1/purchase-orders/PO-000001"), 404, "NOT_FOUND")
+    assert_error(acme.post("/api/v1/vendors"), 405, "METHOD_NOT_ALLOWED")
+    assert anon.get("/_admin/health").headers["X-Request-Id"].startswith("req_")
+    admin.set_permissions("acme", ["sync-status"])
+    assert_error(acme.get("/api/v1/sync-status"), 403, "PERMISSION_DENIED")
