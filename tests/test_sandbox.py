@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from orjson import loads as orjson_loads
 
 from makini_sandbox import (
     ConnectionConfig,
@@ -628,3 +629,80 @@ def test_timeouts_non_json_and_unknown_paths(
     assert anon.get("/_admin/health").headers["X-Request-Id"].startswith("req_")
     admin.set_permissions("acme", ["sync-status"])
     assert_error(acme.get("/api/v1/sync-status"), 403, "PERMISSION_DENIED")
+
+
+def test_store_listing_matches_a_brute_force_model_under_random_changes() -> None:
+    """Keyset scans and counts agree with sorting/filtering everything, after random changes."""
+    import random
+
+    from makini_sandbox.models import Filters
+
+    cfg = small_config(seed=3)
+    store = Store(cfg)
+    conn = store.connections["acme"]
+    es = conn.entities["vendors"]
+    ref: dict[str, tuple[int, int, bool]] = {}  # key -> (updatedAt, createdAt, deleted)
+    for row in es.scan(None, Filters(), 1000):
+        rec = orjson_loads(row[2])
+        ref[rec["key"]] = (ts(rec["updatedAt"]), ts(rec["createdAt"]), False)
+    assert len(ref) == 40
+    rng = random.Random(1)
+    stamps = sorted({u for u, _, _ in ref.values()})
+    pending: dict[str, tuple[int, int, bool]] = {}
+    for step in range(150):
+        op = rng.random()
+        key = rng.choice([*ref, f"NEW-{rng.randrange(30)}"])
+        explicit = rng.choice(stamps) if rng.random() < 0.4 else None
+        body: dict[str, Any] = {"name": f"step {step}"}
+        if explicit is not None:
+            body["updatedAt"] = format_timestamp(explicit)
+        is_pending = rng.random() < 0.2
+        base = pending.get(key) or ref.get(key)
+        if op < 0.2 and base is not None:
+            rec = store.delete_record(
+                "acme",
+                "vendors",
+                key,
+                pending=is_pending,
+                deleted_at=(None if explicit is None else format_timestamp(explicit)),
+            )
+            new = (ts(rec["updatedAt"]), base[1], True)
+        else:
+            rec = store.put_record("acme", "vendors", key, body, pending=is_pending)
+            new = (ts(rec["updatedAt"]), ts(rec["createdAt"]), rec["deletedAt"] is not None)
+        if is_pending:
+            pending[key] = new
+        else:
+            pending.pop(key, None)
+            ref[key] = new
+        if rng.random() < 0.1:
+            store.sync("acme")
+            ref.update(pending)
+            pending.clear()
+        if step % 10 == 0:
+            for _ in range(3):
+                some = sorted({u for u, _, _ in ref.values()})
+                flt = Filters(
+                    modified_after=rng.choice([None, *some]),
+                    modified_before=rng.choice([None, *some]),
+                    created_after=rng.choice([None, *sorted(c for _, c, _ in ref.values())]),
+                    include_deleted=rng.random() < 0.5,
+                )
+                expected = sorted(
+                    (u, k)
+                    for k, (u, c, d) in ref.items()
+                    if (flt.include_deleted or not d)
+                    and (flt.modified_after is None or u >= flt.modified_after)
+                    and (flt.modified_before is None or u < flt.modified_before)
+                    and (flt.created_after is None or c >= flt.created_after)
+                )
+                assert es.count(flt) == len(expected)
+                got: list[tuple[int, str]] = []
+                after = None
+                while True:
+                    rows = es.scan(after, flt, rng.randint(1, 6))
+                    if not rows:
+                        break
+                    got += [(r[0], r[1]) for r in rows]
+                    after = got[-1]
+                assert got == expected
