@@ -228,13 +228,21 @@ class SandboxAdmin:
         )
 
     def set_pages(
-        self, connection: str, short_every: int = 0, empty_every: int = 0
+        self,
+        connection: str,
+        short_every: int = 0,
+        empty_every: int = 0,
+        null_total_count: bool = False,
     ) -> dict[str, Any]:
-        """Make every Nth page short / empty (0 = off)."""
+        """Make every Nth page short / empty (0 = off); optionally send ``total_count: null``."""
         return self._call(
             "POST",
             f"/_admin/connections/{quote(connection, safe='')}/pages",
-            {"short_every": short_every, "empty_every": empty_every},
+            {
+                "short_every": short_every,
+                "empty_every": empty_every,
+                "null_total_count": null_total_count,
+            },
         )
 
     def set_faults(self, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -181,18 +181,23 @@ class Admin:
         return json_response({"data": conn.limiter.describe()})
 
     async def pages(self, request: Request) -> Response:
-        """``POST /_admin/connections/{conn}/pages`` body ``{"short_every", "empty_every"}``."""
+        """``POST /_admin/connections/{conn}/pages``.
+
+        Body ``{"short_every": n, "empty_every": n, "null_total_count": bool}``.
+        """
         body = _obj(await _body(request))
-        values = {}
+        values: dict[str, Any] = {}
         for name in ("short_every", "empty_every"):
             v = body.get(name, 0) or 0
             if not isinstance(v, int) or v < 0 or v == 1:
                 raise InvalidParameter(f"{name} must be 0 (off) or an integer >= 2.")
             values[name] = v
+        values["null_total_count"] = bool(body.get("null_total_count", False))
         with self.store.lock:
             conn = self.store.connection(request.path_params["conn"])
             conn.short_every = values["short_every"]
             conn.empty_every = values["empty_every"]
+            conn.null_total_count = values["null_total_count"]
         return json_response({"data": values})
 
     async def faults(self, request: Request) -> Response:

@@ -397,6 +397,7 @@ class ConnectionState:
         denied: entity paths that answer 403.
         short_every: every Nth page of a listing is short (0: never).
         empty_every: every Nth page of a listing is empty but has a next cursor (0: never).
+        null_total_count: answer ``total_count: null`` (the system cannot tell).
         limiter: the connection's rate limiter.
         entities: entity stores by path.
         custom_fields: the connection's custom field names and types.
@@ -415,6 +416,7 @@ class ConnectionState:
     denied: set[str] = field(default_factory=set)
     short_every: int = 0
     empty_every: int = 0
+    null_total_count: bool = False
 
     @property
     def name(self) -> str:
@@ -452,7 +454,7 @@ class Page:
     Attributes:
         rows: the page's records.
         next_cursor: cursor of the next page, ``None`` on the last page.
-        total_count: matching records when the listing began.
+        total_count: matching records when the listing began (``None``: not told).
         page_no: 1-based page number within the listing.
         cursor: the cursor this page was requested with (``None`` for the first page).
         filters: the listing's filters.
@@ -461,7 +463,7 @@ class Page:
 
     rows: list[Row]
     next_cursor: str | None
-    total_count: int
+    total_count: int | None
     page_no: int
     cursor: str | None
     filters: Filters
@@ -669,8 +671,9 @@ class Store:
                     }
                 )
 
+            shown_total = None if conn.null_total_count else total
             if conn.empty_every > 1 and page_no % conn.empty_every == 0:
-                return Page([], make_cursor(after), total, page_no, cursor, flt, lim)
+                return Page([], make_cursor(after), shown_total, page_no, cursor, flt, lim)
             take = lim
             if conn.short_every > 1 and page_no % conn.short_every == 0:
                 take = max(1, lim // 3)
@@ -681,7 +684,7 @@ class Store:
                 next_cursor: str | None = make_cursor((rows[-1][0], rows[-1][1]))
             else:
                 next_cursor = None
-            return Page(rows, next_cursor, total, page_no, cursor, flt, lim)
+            return Page(rows, next_cursor, shown_total, page_no, cursor, flt, lim)
 
     def prefetch(
         self, conn: ConnectionState, entity: str, after: tuple[int, str], flt: Filters, n: int
@@ -1105,7 +1108,11 @@ class Store:
                         "sync": conn.sync_status(),
                         "denied": sorted(conn.denied),
                         "rate_limit": conn.limiter.describe(),
-                        "pages": {"short_every": conn.short_every, "empty_every": conn.empty_every},
+                        "pages": {
+                            "short_every": conn.short_every,
+                            "empty_every": conn.empty_every,
+                            "null_total_count": conn.null_total_count,
+                        },
                     }
                 )
             return out

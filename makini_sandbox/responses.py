@@ -243,7 +243,7 @@ def page_body(page: Page, post: list[FaultRule]) -> bytes:
             b'],"next_cursor":',
             orjson.dumps(next_cursor),
             b',"total_count":',
-            str(page.total_count).encode(),
+            b"null" if page.total_count is None else str(page.total_count).encode(),
             b"}",
         )
     )
