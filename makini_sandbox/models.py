@@ -128,7 +128,8 @@ class Filters:
                 raise TypeError("bad filter bound")
         if not isinstance(deleted, bool):
             raise TypeError("bad include_deleted")
-        return cls(*bounds, include_deleted=deleted)
+        ma, mb, ca, cb = bounds
+        return cls(ma, mb, ca, cb, include_deleted=deleted)
 
     def created_ok(self, created: int) -> bool:
         """Whether a ``createdAt`` passes the created filters."""
