@@ -31,10 +31,13 @@ from dlt.extract import DltResource
 from makini_source.client import MakiniClient, RetryPolicy, SyncStatus
 from makini_source.exceptions import (
     ConfigurationError,
+    ConnectionsFailed,
     ContractViolationError,
+    MakiniAPIError,
     MakiniError,
     PermissionDeniedError,
     ReauthorizationRequired,
+    RetriableAPIError,
 )
 from makini_source.records import RecordConverter
 from makini_source.settings import (
@@ -49,21 +52,30 @@ from makini_source.settings import (
 )
 from makini_source.window import TDateLike, format_timestamp, plan_window
 
-__all__ = ["makini_source", "ENTITIES", "MakiniClient", "RetryPolicy"]
+__all__ = [
+    "makini_source",
+    "connection_failures",
+    "raise_on_connection_failures",
+    "ENTITIES",
+    "MakiniClient",
+    "RetryPolicy",
+]
 
 logger = logging.getLogger("makini_source")
 
 
 class Connection:
-    """One configured connection during one run: its client and its sync status.
+    """One configured connection during one run: its client, sync status and failure.
 
     The sync status is read once per run and shared by every entity, so all entities of a
-    connection read the same window.
+    connection read the same window. Once a connection fails (token revoked, retries
+    exhausted), its remaining entities are skipped and the other connections go on.
     """
 
     def __init__(self, name: str, client: MakiniClient) -> None:
         self.name = name
         self.client = client
+        self.failure: Optional[MakiniAPIError] = None
         self._status: Optional[SyncStatus] = None
         self._lock = threading.Lock()
 
@@ -187,15 +199,45 @@ def _entity_resource(spec: EntitySpec, connections: List[Connection], options: _
     def read_entity() -> Iterator[Any]:
         state = dlt.current.resource_state().setdefault("watermarks", {})
         for connection in connections:
-            yield from _read_connection(spec, connection, options, state)
+            if connection.failure is not None:
+                continue
+            try:
+                yield from _read_connection(spec, connection, options, state)
+            except (ReauthorizationRequired, RetriableAPIError) as exc:
+                # this connection is broken for this run; the others still load and commit
+                connection.failure = exc
+                logger.error("connection %s failed, skipping it for this run: %s", connection.name, exc)
 
-    return dlt.resource(
+    resource = dlt.resource(
         read_entity,
         name=spec.table,
         write_disposition={"disposition": "merge", "strategy": "delete-insert"},
         primary_key=(CONNECTION_COLUMN, "key"),
         file_format="parquet",
     )
+    resource.makini_connections = connections  # type: ignore[attr-defined]
+    return resource
+
+
+def connection_failures(source: Any) -> Dict[str, MakiniAPIError]:
+    """The connections that failed while `source` was extracted, with their errors.
+
+    After `pipeline.run(source)`, the healthy connections are loaded and committed; call this
+    (or `raise_on_connection_failures`) to learn which connections were skipped and why.
+    """
+    failures: Dict[str, MakiniAPIError] = {}
+    for resource in source.resources.values():
+        for connection in getattr(resource, "makini_connections", ()):
+            if connection.failure is not None:
+                failures.setdefault(connection.name, connection.failure)
+    return failures
+
+
+def raise_on_connection_failures(source: Any) -> None:
+    """Raises `ConnectionsFailed` listing every connection that failed in the last run."""
+    failures = connection_failures(source)
+    if failures:
+        raise ConnectionsFailed(failures)
 
 
 def _read_connection(
@@ -326,4 +368,10 @@ def _select_entities(entities: Optional[Sequence[str]]) -> List[EntitySpec]:
 
 
 # re-exported for users catching errors
-__all__ += ["MakiniError", "ContractViolationError", "ConfigurationError", "ReauthorizationRequired"]
+__all__ += [
+    "MakiniError",
+    "ContractViolationError",
+    "ConfigurationError",
+    "ConnectionsFailed",
+    "ReauthorizationRequired",
+]

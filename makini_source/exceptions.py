@@ -5,6 +5,7 @@ Makini's error code and the request id, and never the token::
 
     MakiniError
     ├── ConfigurationError            bad arguments or configuration; nothing was requested
+    ├── ConnectionsFailed             after a run: the connections that failed, and why
     ├── MakiniAPIError                the API answered with an error, or not at all
     │   ├── RetriableAPIError         worth another try: 429, 5xx, timeouts, cut-off bodies
     │   │   └── RateLimitError        429, carries the server's Retry-After
@@ -27,6 +28,24 @@ class MakiniError(Exception):
 
 class ConfigurationError(MakiniError):
     """The source was configured wrongly (no connections, unknown entity, bad date...)."""
+
+
+class ConnectionsFailed(MakiniError):
+    """Some connections failed during a run; the others were loaded and committed.
+
+    Attributes:
+        failures: Connection name -> the error that stopped it.
+    """
+
+    def __init__(self, failures: "dict[str, MakiniError]") -> None:
+        self.failures = dict(failures)
+        lines = [f"  {name}: {error}" for name, error in sorted(self.failures.items())]
+        super().__init__(
+            f"{len(self.failures)} connection(s) failed; the others were loaded:\n" + "\n".join(lines)
+        )
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.failures,))
 
 
 class _ContextError(MakiniError):

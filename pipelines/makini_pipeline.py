@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional
 
 import dlt
 
-from makini_source import makini_source
+from makini_source import connection_failures, makini_source
 from makini_source.settings import ENTITIES
 
 DEMO_DATABASE = "makini_demo.duckdb"  # not named like the dataset: DuckDB would clash
@@ -74,13 +74,25 @@ def run(args: argparse.Namespace) -> int:
             pipelines_dir=args.pipelines_dir,
         )
         started = time.monotonic()
-        info = pipeline.run(makini_source(**source_kwargs), loader_file_format="parquet")
+        if pipeline.has_pending_data:
+            # an earlier run was interrupted after extracting: finish its packages first, or
+            # dlt would load only those and ignore this run's data
+            print("Finishing load packages left by an interrupted run...")
+            pipeline.run()
+        source = makini_source(**source_kwargs)
+        info = pipeline.run(source, loader_file_format="parquet")
         elapsed = time.monotonic() - started
         print(info)
         print(f"\nLoaded in {elapsed:.1f}s")
         print_summary(pipeline)
         if args.demo:
             print_sample(pipeline)
+        failures = connection_failures(source)
+        if failures:
+            print(f"\n{len(failures)} connection(s) failed; the others were loaded:", file=sys.stderr)
+            for name, error in sorted(failures.items()):
+                print(f"  {name}: {error}", file=sys.stderr)
+            return 2
     return 0
 
 
