@@ -76,8 +76,14 @@ class Connection:
         self.name = name
         self.client = client
         self.failure: Optional[MakiniAPIError] = None
+        self.rows: Dict[str, int] = {}
         self._status: Optional[SyncStatus] = None
         self._lock = threading.Lock()
+
+    def count_rows(self, table: str, rows: int) -> None:
+        """Counts rows read for `table` (for progress and summaries)."""
+        with self._lock:
+            self.rows[table] = self.rows.get(table, 0) + rows
 
     def sync_status(self) -> SyncStatus:
         """The connection's sync status, read on first use.
@@ -219,18 +225,22 @@ def _entity_resource(spec: EntitySpec, connections: List[Connection], options: _
     return resource
 
 
+def source_connections(source: Any) -> List[Connection]:
+    """The `Connection` objects behind a source made by `makini_source` (one per name)."""
+    seen: Dict[str, Connection] = {}
+    for resource in source.resources.values():
+        for connection in getattr(resource, "makini_connections", ()):
+            seen.setdefault(connection.name, connection)
+    return list(seen.values())
+
+
 def connection_failures(source: Any) -> Dict[str, MakiniAPIError]:
     """The connections that failed while `source` was extracted, with their errors.
 
     After `pipeline.run(source)`, the healthy connections are loaded and committed; call this
     (or `raise_on_connection_failures`) to learn which connections were skipped and why.
     """
-    failures: Dict[str, MakiniAPIError] = {}
-    for resource in source.resources.values():
-        for connection in getattr(resource, "makini_connections", ()):
-            if connection.failure is not None:
-                failures.setdefault(connection.name, connection.failure)
-    return failures
+    return {c.name: c.failure for c in source_connections(source) if c.failure is not None}
 
 
 def raise_on_connection_failures(source: Any) -> None:
@@ -268,8 +278,11 @@ def _read_connection(
         for page in connection.client.iter_pages(spec.name, spec.path, params, page_size):
             tables = converter.convert(page.records, page.request_id)
             if tables.main is not None:
+                connection.count_rows(spec.table, tables.main.num_rows)
                 yield dlt.mark.with_hints(tables.main, main_hints, create_table_variant=True)
             if tables.children is not None:
+                assert spec.child_table is not None
+                connection.count_rows(spec.child_table, tables.live_children)
                 yield dlt.mark.with_hints(tables.children, child_hints, create_table_variant=True)
     except PermissionDeniedError as exc:
         if options.on_permission_denied == "fail":

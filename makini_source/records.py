@@ -55,6 +55,7 @@ class PageTables:
 
     main: Optional[pa.Table]
     children: Optional[pa.Table]
+    live_children: int = 0
 
 
 class RecordConverter:
@@ -101,7 +102,9 @@ class RecordConverter:
             self.spec.table,
         )
         children = self._children(records, request_id) if self.spec.child_field else None
-        return PageTables(main, children)
+        markers = 0 if children is None else (pc.sum(children.column(LINE_MARKER_COLUMN)).as_py() or 0)
+        live = 0 if children is None else children.num_rows - markers
+        return PageTables(main, children, live)
 
     # --- validation -------------------------------------------------------------------
 
