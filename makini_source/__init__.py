@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import dlt
 import httpx
@@ -53,12 +54,12 @@ from makini_source.settings import (
 from makini_source.window import TDateLike, format_timestamp, plan_window
 
 __all__ = [
-    "makini_source",
-    "connection_failures",
-    "raise_on_connection_failures",
     "ENTITIES",
     "MakiniClient",
     "RetryPolicy",
+    "connection_failures",
+    "makini_source",
+    "raise_on_connection_failures",
 ]
 
 logger = logging.getLogger("makini_source")
@@ -75,9 +76,9 @@ class Connection:
     def __init__(self, name: str, client: MakiniClient) -> None:
         self.name = name
         self.client = client
-        self.failure: Optional[MakiniAPIError] = None
-        self.rows: Dict[str, int] = {}
-        self._status: Optional[SyncStatus] = None
+        self.failure: MakiniAPIError | None = None
+        self.rows: dict[str, int] = {}
+        self._status: SyncStatus | None = None
         self._lock = threading.Lock()
 
     def count_rows(self, table: str, rows: int) -> None:
@@ -107,12 +108,12 @@ class Connection:
 @dlt.source(name="makini", max_table_nesting=0)
 def makini_source(
     base_url: str = DEFAULT_BASE_URL,
-    connections: Optional[Dict[str, TSecretStrValue]] = dlt.secrets.value,
-    api_token: Optional[TSecretStrValue] = dlt.secrets.value,
-    entities: Optional[List[str]] = None,
-    start_date: Optional[str] = None,
-    end_date: Optional[str] = None,
-    page_size: Optional[int] = None,
+    connections: dict[str, TSecretStrValue] | None = dlt.secrets.value,
+    api_token: TSecretStrValue | None = dlt.secrets.value,
+    entities: list[str] | None = None,
+    start_date: str | None = None,
+    end_date: str | None = None,
+    page_size: int | None = None,
     hard_delete: bool = False,
     allow_insecure_http: bool = False,
     max_attempts: int = 8,
@@ -120,7 +121,7 @@ def makini_source(
     backoff_base_seconds: float = 0.5,
     timeout_seconds: float = 60.0,
     on_permission_denied: str = "skip",
-    transport: Optional[Any] = None,
+    transport: Any | None = None,
 ) -> Sequence[DltResource]:
     """Reads every configured Makini connection.
 
@@ -173,7 +174,11 @@ def makini_source(
         Connection(
             name,
             MakiniClient(
-                base_url, token, name, retry=retry, transport=transport,
+                base_url,
+                token,
+                name,
+                retry=retry,
+                transport=transport,
                 allow_insecure_http=allow_insecure_http,
             ),
         )
@@ -188,7 +193,7 @@ class _ReadOptions:
         self,
         start_date: TDateLike,
         end_date: TDateLike,
-        page_size: Optional[int],
+        page_size: int | None,
         hard_delete: bool,
         on_permission_denied: str,
     ) -> None:
@@ -199,7 +204,9 @@ class _ReadOptions:
         self.on_permission_denied = on_permission_denied
 
 
-def _entity_resource(spec: EntitySpec, connections: List[Connection], options: _ReadOptions) -> DltResource:
+def _entity_resource(
+    spec: EntitySpec, connections: list[Connection], options: _ReadOptions
+) -> DltResource:
     """Builds the merge resource of one entity from its catalogue row."""
 
     def read_entity() -> Iterator[Any]:
@@ -212,7 +219,9 @@ def _entity_resource(spec: EntitySpec, connections: List[Connection], options: _
             except (ReauthorizationRequired, RetriableAPIError) as exc:
                 # this connection is broken for this run; the others still load and commit
                 connection.failure = exc
-                logger.error("connection %s failed, skipping it for this run: %s", connection.name, exc)
+                logger.error(
+                    "connection %s failed, skipping it for this run: %s", connection.name, exc
+                )
 
     resource = dlt.resource(
         read_entity,
@@ -225,16 +234,16 @@ def _entity_resource(spec: EntitySpec, connections: List[Connection], options: _
     return resource
 
 
-def source_connections(source: Any) -> List[Connection]:
+def source_connections(source: Any) -> list[Connection]:
     """The `Connection` objects behind a source made by `makini_source` (one per name)."""
-    seen: Dict[str, Connection] = {}
+    seen: dict[str, Connection] = {}
     for resource in source.resources.values():
         for connection in getattr(resource, "makini_connections", ()):
             seen.setdefault(connection.name, connection)
     return list(seen.values())
 
 
-def connection_failures(source: Any) -> Dict[str, MakiniAPIError]:
+def connection_failures(source: Any) -> dict[str, MakiniAPIError]:
     """The connections that failed while `source` was extracted, with their errors.
 
     After `pipeline.run(source)`, the healthy connections are loaded and committed; call this
@@ -245,13 +254,13 @@ def connection_failures(source: Any) -> Dict[str, MakiniAPIError]:
 
 def raise_on_connection_failures(source: Any) -> None:
     """Raises `ConnectionsFailed` listing every connection that failed in the last run."""
-    failures = connection_failures(source)
+    failures: dict[str, MakiniError] = dict(connection_failures(source))
     if failures:
         raise ConnectionsFailed(failures)
 
 
 def _read_connection(
-    spec: EntitySpec, connection: Connection, options: _ReadOptions, state: Dict[str, str]
+    spec: EntitySpec, connection: Connection, options: _ReadOptions, state: dict[str, str]
 ) -> Iterator[Any]:
     """Yields the Arrow tables of one entity of one connection, then advances its watermark."""
     window = plan_window(
@@ -261,9 +270,11 @@ def _read_connection(
         connection.sync_status().last_sync_at if options.end_date is None else None,
     )
     if window.is_empty:
-        logger.info("%s/%s: nothing new since %s", connection.name, spec.name, window.modified_after)
+        logger.info(
+            "%s/%s: nothing new since %s", connection.name, spec.name, window.modified_after
+        )
         return
-    params: Dict[str, Any] = {"include_deleted": "true"}
+    params: dict[str, Any] = {"include_deleted": "true"}
     if window.modified_after:
         params["modified_after"] = window.modified_after
     if window.modified_before:
@@ -281,7 +292,7 @@ def _read_connection(
                 connection.count_rows(spec.table, tables.main.num_rows)
                 yield dlt.mark.with_hints(tables.main, main_hints, create_table_variant=True)
             if tables.children is not None:
-                assert spec.child_table is not None
+                assert spec.child_table is not None and child_hints is not None
                 connection.count_rows(spec.child_table, tables.live_children)
                 yield dlt.mark.with_hints(tables.children, child_hints, create_table_variant=True)
     except PermissionDeniedError as exc:
@@ -293,21 +304,21 @@ def _read_connection(
         state[connection.name] = window.next_watermark
 
 
-def _schema_column_types(table: str) -> Dict[str, str]:
+def _schema_column_types(table: str) -> dict[str, str]:
     """Data types of a table's columns as the source schema knows them (empty if unknown)."""
     schema = dlt.current.source_schema()
     if table not in schema.tables:
         return {}
     return {
-        name: column["data_type"]
+        name: str(column["data_type"])
         for name, column in schema.tables[table]["columns"].items()
-        if "data_type" in column
+        if column.get("data_type")
     }
 
 
 def _main_hints(spec: EntitySpec, options: _ReadOptions) -> Any:
     """Hints of an entity's table: merge on (connection_id, key), newest version wins."""
-    columns: Dict[str, Any] = {
+    columns: dict[str, Any] = {
         CONNECTION_COLUMN: {"data_type": "text", "nullable": False},
         "key": {"data_type": "text", "nullable": False},
         "updated_at": {"dedup_sort": "desc"},
@@ -341,11 +352,9 @@ def _child_hints(spec: EntitySpec, options: _ReadOptions) -> Any:
     )
 
 
-def _connection_tokens(
-    connections: Optional[Dict[str, Any]], api_token: Optional[str]
-) -> Dict[str, str]:
+def _connection_tokens(connections: dict[str, Any] | None, api_token: str | None) -> dict[str, str]:
     """Merges `connections` and `api_token` into one name -> token mapping."""
-    tokens: Dict[str, str] = {}
+    tokens: dict[str, str] = {}
     if connections:
         if not isinstance(connections, dict):
             raise ConfigurationError("connections must be a mapping of connection name to token")
@@ -363,7 +372,7 @@ def _connection_tokens(
     return tokens
 
 
-def _select_entities(entities: Optional[Sequence[str]]) -> List[EntitySpec]:
+def _select_entities(entities: Sequence[str] | None) -> list[EntitySpec]:
     if entities is None:
         return list(ENTITIES.values())
     if isinstance(entities, str):
@@ -373,18 +382,16 @@ def _select_entities(entities: Optional[Sequence[str]]) -> List[EntitySpec]:
     for name in entities:
         spec = ENTITIES.get(name) or by_path.get(name)
         if spec is None:
-            raise ConfigurationError(
-                f"unknown entity {name!r}; choose from {', '.join(ENTITIES)}"
-            )
+            raise ConfigurationError(f"unknown entity {name!r}; choose from {', '.join(ENTITIES)}")
         selected.append(spec)
     return selected
 
 
 # re-exported for users catching errors
 __all__ += [
-    "MakiniError",
-    "ContractViolationError",
     "ConfigurationError",
     "ConnectionsFailed",
+    "ContractViolationError",
+    "MakiniError",
     "ReauthorizationRequired",
 ]

@@ -15,11 +15,13 @@ import argparse
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any
 
 import dlt
+from typing_extensions import Self
 
 from makini_source import connection_failures, makini_source, source_connections
 from makini_source.analytics import MODELS, create_views, run_model
@@ -33,32 +35,67 @@ TABLES = [spec.table for spec in ENTITIES.values()] + ["purchase_order_line_item
 UNHEALTHY = ("error", "reauthorization_required")
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(
-        prog="makini-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="makini-pipeline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("command", nargs="?", default="run", choices=("run", "check", "views"))
-    parser.add_argument("--demo", action="store_true", help="serve a local Makini sandbox (and load into DuckDB)")
-    parser.add_argument("--destination", default="duckdb", help="any dlt destination name (default: duckdb)")
-    parser.add_argument("--dataset-name", default=DEFAULT_DATASET, help="destination dataset/schema")
-    parser.add_argument("--pipeline-name", default="makini", help="dlt pipeline name (holds incremental state)")
-    parser.add_argument("--pipelines-dir", default=None, help="where dlt keeps pipeline state (default ~/.dlt/pipelines)")
-    parser.add_argument("--duckdb-path", default=None, help=f"DuckDB file (default {DEFAULT_DATABASE}; {DEMO_DATABASE} with --demo)")
-    parser.add_argument("--entities", default=None, help=f"comma-separated subset of: {', '.join(ENTITIES)}")
+    parser.add_argument(
+        "--demo", action="store_true", help="serve a local Makini sandbox (and load into DuckDB)"
+    )
+    parser.add_argument(
+        "--destination", default="duckdb", help="any dlt destination name (default: duckdb)"
+    )
+    parser.add_argument(
+        "--dataset-name", default=DEFAULT_DATASET, help="destination dataset/schema"
+    )
+    parser.add_argument(
+        "--pipeline-name", default="makini", help="dlt pipeline name (holds incremental state)"
+    )
+    parser.add_argument(
+        "--pipelines-dir",
+        default=None,
+        help="where dlt keeps pipeline state (default ~/.dlt/pipelines)",
+    )
+    parser.add_argument(
+        "--duckdb-path",
+        default=None,
+        help=f"DuckDB file (default {DEFAULT_DATABASE}; {DEMO_DATABASE} with --demo)",
+    )
+    parser.add_argument(
+        "--entities", default=None, help=f"comma-separated subset of: {', '.join(ENTITIES)}"
+    )
     parser.add_argument("--start-date", default=None, help="first run's lower bound of updatedAt")
-    parser.add_argument("--end-date", default=None, help="bounded backfill's upper bound; leaves state alone")
+    parser.add_argument(
+        "--end-date", default=None, help="bounded backfill's upper bound; leaves state alone"
+    )
     parser.add_argument("--hard-delete", action="store_true", help="delete rows of deleted records")
-    parser.add_argument("--page-size", type=int, default=None, help="records per request (capped per entity)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress lines while extracting")
-    parser.add_argument("--views", action="store_true", help="after loading, create the analytics views")
-    parser.add_argument("--chart", nargs="?", const="makini_spend_by_month.png", default=None,
-                        help="after loading, render spend by month as a PNG (default makini_spend_by_month.png)")
-    parser.add_argument("--demo-purchase-orders", type=int, default=200, help="POs per demo connection")
+    parser.add_argument(
+        "--page-size", type=int, default=None, help="records per request (capped per entity)"
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress lines while extracting"
+    )
+    parser.add_argument(
+        "--views", action="store_true", help="after loading, create the analytics views"
+    )
+    parser.add_argument(
+        "--chart",
+        nargs="?",
+        const="makini_spend_by_month.png",
+        default=None,
+        help="after loading, render spend by month as a PNG (default makini_spend_by_month.png)",
+    )
+    parser.add_argument(
+        "--demo-purchase-orders", type=int, default=200, help="POs per demo connection"
+    )
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = parse_args(argv)
     with ExitStack() as stack:
@@ -72,14 +109,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         pipeline = _pipeline(args)
         if args.command == "views":
             with pipeline.sql_client() as client:
-                for name, view in create_views(client).items():
+                for view in create_views(client).values():
                     print(f"created view {view}")
             return 0
         return run(args, pipeline, source_kwargs)
     return 0
 
 
-def run(args: argparse.Namespace, pipeline: dlt.Pipeline, source_kwargs: Dict[str, Any]) -> int:
+def run(args: argparse.Namespace, pipeline: dlt.Pipeline, source_kwargs: dict[str, Any]) -> int:
     """Loads once; prints progress, a summary, and (demo) the analytics. Returns the exit code."""
     started = time.monotonic()
     if pipeline.has_pending_data:
@@ -111,17 +148,24 @@ def run(args: argparse.Namespace, pipeline: dlt.Pipeline, source_kwargs: Dict[st
     return 0
 
 
-def check(source_kwargs: Dict[str, Any]) -> int:
+def check(source_kwargs: dict[str, Any]) -> int:
     """Prints the sync status of every configured connection; 1 if any is unhealthy."""
     source = makini_source(**source_kwargs)
     unhealthy = 0
-    print(f"{'connection':<14} {'status':<24} {'system':<18} {'last sync':<28} {'initial':<8} {'reauth':<6}")
+    print(
+        f"{'connection':<14} {'status':<24} {'system':<18} {'last sync':<28} {'initial':<8} {'reauth':<6}"
+    )
     for connection in source_connections(source):
         try:
             status = connection.client.sync_status()
             reauth = status.status == "reauthorization_required"
-            row = (status.status or "?", status.system or "?", status.last_sync_at or "never",
-                   "done" if status.initial_sync_completed else "running", "yes" if reauth else "no")
+            row = (
+                status.status or "?",
+                status.system or "?",
+                status.last_sync_at or "never",
+                "done" if status.initial_sync_completed else "running",
+                "yes" if reauth else "no",
+            )
             unhealthy += status.status in UNHEALTHY
         except ReauthorizationRequired:
             row = ("token rejected (401)", "?", "?", "?", "yes")
@@ -131,7 +175,9 @@ def check(source_kwargs: Dict[str, Any]) -> int:
             unhealthy += 1
         finally:
             connection.client.close()
-        print(f"{connection.name:<14} {row[0]:<24} {row[1]:<18} {row[2]:<28} {row[3]:<8} {row[4]:<6}")
+        print(
+            f"{connection.name:<14} {row[0]:<24} {row[1]:<18} {row[2]:<28} {row[3]:<8} {row[4]:<6}"
+        )
     if unhealthy:
         print(f"\n{unhealthy} connection(s) unhealthy", file=sys.stderr)
         return 1
@@ -141,7 +187,7 @@ def check(source_kwargs: Dict[str, Any]) -> int:
 class Progress:
     """Prints records per table, requests, retries and throttling while a run extracts."""
 
-    def __init__(self, source: Any, enabled: bool = True, interval: Optional[float] = None) -> None:
+    def __init__(self, source: Any, enabled: bool = True, interval: float | None = None) -> None:
         self._connections = source_connections(source)
         self._enabled = enabled
         self._tty = sys.stderr.isatty()
@@ -150,7 +196,7 @@ class Progress:
         self._thread = threading.Thread(target=self._loop, name="makini-progress", daemon=True)
         self._started = time.monotonic()
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Self:
         if self._enabled:
             self._thread.start()
         return self
@@ -164,7 +210,7 @@ class Progress:
 
     def line(self) -> str:
         """One status line."""
-        rows: Dict[str, int] = {}
+        rows: dict[str, int] = {}
         requests = retries = limited = 0
         throttled = 0.0
         for connection in self._connections:
@@ -176,8 +222,10 @@ class Progress:
             limited += stats.rate_limited
             throttled += stats.throttle_seconds
         tables = " ".join(f"{table}={count:,}" for table, count in rows.items()) or "starting"
-        return (f"[{time.monotonic() - self._started:6.1f}s] {tables} | requests={requests:,} "
-                f"retries={retries} 429s={limited} throttled={throttled:.1f}s")
+        return (
+            f"[{time.monotonic() - self._started:6.1f}s] {tables} | requests={requests:,} "
+            f"retries={retries} 429s={limited} throttled={throttled:.1f}s"
+        )
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
@@ -194,13 +242,20 @@ def print_run_summary(source: Any, elapsed: float) -> None:
     print(f"\nRun finished in {elapsed:.1f}s. Rows read this run:")
     print(f"{'connection':<14} " + " ".join(f"{t[:13]:>13}" for t in TABLES))
     for connection in connections:
-        print(f"{connection.name:<14} " + " ".join(f"{connection.rows.get(t, 0):>13,}" for t in TABLES))
-    print(f"\n{'connection':<14} {'requests':>9} {'retries':>8} {'429s':>6} {'throttled':>10}  failure")
+        print(
+            f"{connection.name:<14} "
+            + " ".join(f"{connection.rows.get(t, 0):>13,}" for t in TABLES)
+        )
+    print(
+        f"\n{'connection':<14} {'requests':>9} {'retries':>8} {'429s':>6} {'throttled':>10}  failure"
+    )
     for connection in connections:
         stats = connection.client.stats
         failure = "" if connection.failure is None else str(connection.failure)[:80]
-        print(f"{connection.name:<14} {stats.requests:>9,} {stats.retries:>8} {stats.rate_limited:>6} "
-              f"{stats.throttle_seconds:>9.1f}s  {failure}")
+        print(
+            f"{connection.name:<14} {stats.requests:>9,} {stats.retries:>8} {stats.rate_limited:>6} "
+            f"{stats.throttle_seconds:>9.1f}s  {failure}"
+        )
 
 
 def print_destination_counts(pipeline: dlt.Pipeline) -> None:
@@ -212,9 +267,12 @@ def print_destination_counts(pipeline: dlt.Pipeline) -> None:
         for table in TABLES:
             if table not in existing:
                 continue
-            rows = client.execute_sql(
-                f"SELECT connection_id, COUNT(*), COUNT(deleted_at) FROM {client.make_qualified_table_name(table)} "
-                "GROUP BY connection_id ORDER BY connection_id"
+            rows = (
+                client.execute_sql(
+                    f"SELECT connection_id, COUNT(*), COUNT(deleted_at) FROM {client.make_qualified_table_name(table)} "
+                    "GROUP BY connection_id ORDER BY connection_id"
+                )
+                or []
             )
             for connection_id, count, deleted in rows:
                 print(f"{table:<28} {connection_id:<14} {count:>9,} {deleted:>8,}")
@@ -224,8 +282,14 @@ def print_analytics(pipeline: dlt.Pipeline) -> None:
     """Runs each analytics model and prints its top rows."""
     queries = {
         "open_order_value_by_vendor": ("open_value DESC", "Open order value by vendor (top 5)"),
-        "late_deliveries_by_vendor": ("late_share DESC, lines_due DESC", "Late deliveries by vendor (top 5)"),
-        "spend_by_month": ("order_month DESC, net_spend DESC", "Spend by month and currency (latest 5)"),
+        "late_deliveries_by_vendor": (
+            "late_share DESC, lines_due DESC",
+            "Late deliveries by vendor (top 5)",
+        ),
+        "spend_by_month": (
+            "order_month DESC, net_spend DESC",
+            "Spend by month and currency (latest 5)",
+        ),
         "received_vs_ordered": ("ordered_quantity DESC", "Received vs ordered by material (top 5)"),
     }
     with pipeline.sql_client() as client:
@@ -249,7 +313,7 @@ def render_spend_chart(pipeline: dlt.Pipeline, path: str) -> None:
         return
     with pipeline.sql_client() as client:
         _, rows = run_model(client, "spend_by_month")
-    series: Dict[str, Dict[Any, float]] = {}
+    series: dict[str, dict[Any, float]] = {}
     for _, month, currency, _, spend in rows:
         by_month = series.setdefault(str(currency), {})
         by_month[month] = by_month.get(month, 0.0) + float(spend or 0)
@@ -277,7 +341,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _source_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
+def _source_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kwargs = {
         "entities": args.entities.split(",") if args.entities else None,
         "start_date": args.start_date,
@@ -310,5 +374,3 @@ def _demo_sandbox(purchase_orders: int) -> Any:
     for connection in connections:
         connection.purchase_orders = purchase_orders
     return SandboxServer(SandboxConfig(connections=connections))
-
-

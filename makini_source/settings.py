@@ -7,7 +7,6 @@ Adding an entity means adding a row here, not writing a new resource.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, Optional, Tuple
 
 DEFAULT_BASE_URL = "https://api.makini.io"
 API_PREFIX = "/api/v1"
@@ -21,7 +20,7 @@ DECIMAL_PRECISION = 38
 DECIMAL_SCALE = 9
 
 # Money and quantity fields of the contract, wherever they appear.
-DECIMAL_FIELDS: FrozenSet[str] = frozenset(
+DECIMAL_FIELDS: frozenset[str] = frozenset(
     {
         "totalNetValue",
         "totalGrossValue",
@@ -35,7 +34,7 @@ DECIMAL_FIELDS: FrozenSet[str] = frozenset(
 )
 
 # Timestamp fields (RFC 3339 UTC; date-only `YYYY-MM-DD` is accepted and means midnight UTC).
-TIMESTAMP_FIELDS: FrozenSet[str] = frozenset(
+TIMESTAMP_FIELDS: frozenset[str] = frozenset(
     {
         "createdAt",
         "updatedAt",
@@ -52,7 +51,7 @@ TIMESTAMP_FIELDS: FrozenSet[str] = frozenset(
     }
 )
 
-BOOLEAN_FIELDS: FrozenSet[str] = frozenset({"isAssembly", "isActive", "isPhysical"})
+BOOLEAN_FIELDS: frozenset[str] = frozenset({"isAssembly", "isActive", "isPhysical"})
 
 
 @dataclass(frozen=True)
@@ -74,23 +73,47 @@ class EntitySpec:
     path: str
     table: str
     max_page_size: int
-    fields: Tuple[str, ...]
-    child_field: Optional[str] = None
-    child_table: Optional[str] = None
-    child_fields: Tuple[str, ...] = field(default_factory=tuple)
+    fields: tuple[str, ...]
+    child_field: str | None = None
+    child_table: str | None = None
+    child_fields: tuple[str, ...] = field(default_factory=tuple)
 
 
 _COMMON = ("key", "createdAt", "updatedAt", "deletedAt")
 
 PO_LINE_FIELDS = (
-    "key", "lineNo", "code", "type", "name", "description", "lineRef", "materialKey",
-    "productKey", "assetKey", "accountKey", "vendorKey", "locationKey", "storeroomKey",
-    "statusKey", "quantity", "receivedQuantity", "uomKey", "currencyKey", "price", "discount",
-    "lineTaxValue", "lineTotalValue", "notes", "deliveryAt", "dueAt", "createdAt", "updatedAt",
+    "key",
+    "lineNo",
+    "code",
+    "type",
+    "name",
+    "description",
+    "lineRef",
+    "materialKey",
+    "productKey",
+    "assetKey",
+    "accountKey",
+    "vendorKey",
+    "locationKey",
+    "storeroomKey",
+    "statusKey",
+    "quantity",
+    "receivedQuantity",
+    "uomKey",
+    "currencyKey",
+    "price",
+    "discount",
+    "lineTaxValue",
+    "lineTotalValue",
+    "notes",
+    "deliveryAt",
+    "dueAt",
+    "createdAt",
+    "updatedAt",
     "deletedAt",
-)  # fmt: skip
+)
 
-ENTITIES: Dict[str, EntitySpec] = {
+ENTITIES: dict[str, EntitySpec] = {
     spec.name: spec
     for spec in (
         EntitySpec(
@@ -98,13 +121,33 @@ ENTITIES: Dict[str, EntitySpec] = {
             path="purchase-orders",
             table="purchase_orders",
             max_page_size=200,
-            fields=_COMMON + (
-                "orderNo", "title", "description", "statusKey", "siteKey", "organizationKey",
-                "vendorKey", "locationKey", "currencyKey", "orderDate", "dueAt", "approvedAt",
-                "completedAt", "shipmentDate", "shippingMethod", "terms", "notes",
-                "shipmentAddress", "billingAddress", "deliveryAddress", "totalNetValue",
-                "totalGrossValue", "userRequestedKey", "userApprovedKey",
-            ),  # fmt: skip
+            fields=_COMMON
+            + (
+                "orderNo",
+                "title",
+                "description",
+                "statusKey",
+                "siteKey",
+                "organizationKey",
+                "vendorKey",
+                "locationKey",
+                "currencyKey",
+                "orderDate",
+                "dueAt",
+                "approvedAt",
+                "completedAt",
+                "shipmentDate",
+                "shippingMethod",
+                "terms",
+                "notes",
+                "shipmentAddress",
+                "billingAddress",
+                "deliveryAddress",
+                "totalNetValue",
+                "totalGrossValue",
+                "userRequestedKey",
+                "userApprovedKey",
+            ),
             child_field="lineItems",
             child_table="purchase_order_line_items",
             child_fields=PO_LINE_FIELDS,
@@ -121,49 +164,120 @@ ENTITIES: Dict[str, EntitySpec] = {
             path="materials",
             table="materials",
             max_page_size=500,
-            fields=_COMMON + (
-                "organizationKey", "code", "partNumber", "name", "description", "notes",
-                "criticality", "isAssembly", "isActive", "manufacturerName", "uomKey",
-                "parentKeys", "assetKeys", "supplyOptions", "priceLevels", "inventories",
+            fields=_COMMON
+            + (
+                "organizationKey",
+                "code",
+                "partNumber",
+                "name",
+                "description",
+                "notes",
+                "criticality",
+                "isAssembly",
+                "isActive",
+                "manufacturerName",
+                "uomKey",
+                "parentKeys",
+                "assetKeys",
+                "supplyOptions",
+                "priceLevels",
+                "inventories",
                 "dimensions",
-            ),  # fmt: skip
+            ),
         ),
         EntitySpec(
             name="sites",
             path="sites",
             table="sites",
             max_page_size=500,
-            fields=_COMMON + (
-                "organizationKey", "name", "code", "description", "contact", "customerKey",
-                "lat", "lng", "address", "billingAddress", "properties", "notes",
-            ),  # fmt: skip
+            fields=_COMMON
+            + (
+                "organizationKey",
+                "name",
+                "code",
+                "description",
+                "contact",
+                "customerKey",
+                "lat",
+                "lng",
+                "address",
+                "billingAddress",
+                "properties",
+                "notes",
+            ),
         ),
         EntitySpec(
             name="assets",
             path="assets",
             table="assets",
             max_page_size=250,
-            fields=_COMMON + (
-                "siteKey", "parentKey", "vendorKey", "teamKey", "locationKey", "customerKey",
-                "accountKeys", "name", "description", "makeCompanyKey", "assetTemplateKey",
-                "isPhysical", "notes", "categoryName", "criticality", "isActive", "makeName",
-                "modelName", "serialNumber", "activatedAt", "deactivatedAt", "documents",
-            ),  # fmt: skip
+            fields=_COMMON
+            + (
+                "siteKey",
+                "parentKey",
+                "vendorKey",
+                "teamKey",
+                "locationKey",
+                "customerKey",
+                "accountKeys",
+                "name",
+                "description",
+                "makeCompanyKey",
+                "assetTemplateKey",
+                "isPhysical",
+                "notes",
+                "categoryName",
+                "criticality",
+                "isActive",
+                "makeName",
+                "modelName",
+                "serialNumber",
+                "activatedAt",
+                "deactivatedAt",
+                "documents",
+            ),
         ),
         EntitySpec(
             name="work_orders",
             path="work-orders",
             table="work_orders",
             max_page_size=250,
-            fields=_COMMON + (
-                "parentKey", "locationKey", "siteKey", "assetKey", "accountKey", "title",
-                "serviceRequestKey", "code", "pmKey", "teamKey", "laborAssignedKey",
-                "userApprovedKey", "assetDowntimeKey", "organizationKey", "instructions",
-                "status", "statusKey", "severity", "estimatedTime", "roleName", "categoryName",
-                "storeroomKey", "notes", "approvedAt", "dueAt", "scheduledAt", "actualTime",
-                "completedAt", "completionRemarks", "materialCount", "tasks", "documents",
+            fields=_COMMON
+            + (
+                "parentKey",
+                "locationKey",
+                "siteKey",
+                "assetKey",
+                "accountKey",
+                "title",
+                "serviceRequestKey",
+                "code",
+                "pmKey",
+                "teamKey",
+                "laborAssignedKey",
+                "userApprovedKey",
+                "assetDowntimeKey",
+                "organizationKey",
+                "instructions",
+                "status",
+                "statusKey",
+                "severity",
+                "estimatedTime",
+                "roleName",
+                "categoryName",
+                "storeroomKey",
+                "notes",
+                "approvedAt",
+                "dueAt",
+                "scheduledAt",
+                "actualTime",
+                "completedAt",
+                "completionRemarks",
+                "materialCount",
+                "tasks",
+                "documents",
                 "resources",
-            ),  # fmt: skip
+            ),
         ),
     )
 }

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Optional, Union
 
 import pendulum
 
 from makini_source.exceptions import ConfigurationError
 
-TDateLike = Union[str, date, datetime, None]
+TDateLike = str | date | datetime | None
 
 
 @dataclass(frozen=True)
@@ -31,9 +30,9 @@ class Window:
         next_watermark: Lower bound for the next run, or None to leave state as it is.
     """
 
-    modified_after: Optional[str]
-    modified_before: Optional[str]
-    next_watermark: Optional[str]
+    modified_after: str | None
+    modified_before: str | None
+    next_watermark: str | None
 
     @property
     def is_empty(self) -> bool:
@@ -44,10 +43,10 @@ class Window:
 
 
 def plan_window(
-    watermark: Optional[str],
+    watermark: str | None,
     start_date: TDateLike,
     end_date: TDateLike,
-    last_sync_at: Optional[str],
+    last_sync_at: str | None,
 ) -> Window:
     """Chooses the window of one connection and entity.
 
@@ -85,7 +84,7 @@ def to_datetime(value: TDateLike) -> datetime:
     return parsed
 
 
-def format_timestamp(value: TDateLike) -> Optional[str]:
+def format_timestamp(value: TDateLike) -> str | None:
     """RFC 3339 UTC with microseconds (`2024-01-01T00:00:00.000000Z`), or None."""
     if value is None:
         return None

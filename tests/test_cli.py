@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import duckdb
 import pytest
-
 from conftest import Sandbox
+
 from makini_source.cli import main
 
 
@@ -22,11 +22,20 @@ def configured(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Sandbox:
 
 
 def _args(tmp_path: Path, *extra: str) -> list:
-    return ["--duckdb-path", str(tmp_path / "cli.duckdb"), "--pipelines-dir", str(tmp_path / "p"),
-            "--pipeline-name", "cli_test", *extra]
+    return [
+        "--duckdb-path",
+        str(tmp_path / "cli.duckdb"),
+        "--pipelines-dir",
+        str(tmp_path / "p"),
+        "--pipeline-name",
+        "cli_test",
+        *extra,
+    ]
 
 
-def test_run_prints_summary_creates_views_and_chart(configured: Sandbox, tmp_path: Path, capsys: Any) -> None:
+def test_run_prints_summary_creates_views_and_chart(
+    configured: Sandbox, tmp_path: Path, capsys: Any
+) -> None:
     chart = tmp_path / "spend.png"
     assert main(["run", *_args(tmp_path, "--views", "--chart", str(chart))]) == 0
     out = capsys.readouterr().out
@@ -35,17 +44,25 @@ def test_run_prints_summary_creates_views_and_chart(configured: Sandbox, tmp_pat
     con = duckdb.connect(str(tmp_path / "cli.duckdb"), read_only=True)
     try:
         # spend_by_month adds up to the API's net values of live, non-cancelled, non-draft POs
-        expected: Dict[str, Decimal] = {}
+        expected: dict[str, Decimal] = {}
         for (connection, _), po in configured.snapshot("purchase_orders").items():
             if po["deletedAt"] or po["statusKey"] in ("cancelled", "draft") or not po["orderDate"]:
                 continue
-            expected[connection] = expected.get(connection, Decimal(0)) + Decimal(po["totalNetValue"] or 0)
-        got = dict(con.execute(
-            "SELECT connection_id, SUM(net_spend) FROM makini_data.spend_by_month GROUP BY 1"
-        ).fetchall())
+            expected[connection] = expected.get(connection, Decimal(0)) + Decimal(
+                po["totalNetValue"] or 0
+            )
+        got = dict(
+            con.execute(
+                "SELECT connection_id, SUM(net_spend) FROM makini_data.spend_by_month GROUP BY 1"
+            ).fetchall()
+        )
         assert got == expected
-        open_rows = con.execute("SELECT COUNT(*) FROM makini_data.open_order_value_by_vendor").fetchall()[0][0]
-        late_rows = con.execute("SELECT COUNT(*) FROM makini_data.late_deliveries_by_vendor").fetchall()[0][0]
+        open_rows = con.execute(
+            "SELECT COUNT(*) FROM makini_data.open_order_value_by_vendor"
+        ).fetchall()[0][0]
+        late_rows = con.execute(
+            "SELECT COUNT(*) FROM makini_data.late_deliveries_by_vendor"
+        ).fetchall()[0][0]
         received = con.execute(
             "SELECT SUM(ordered_quantity) >= SUM(received_quantity) FROM makini_data.received_vs_ordered"
         ).fetchall()[0][0]
@@ -54,7 +71,9 @@ def test_run_prints_summary_creates_views_and_chart(configured: Sandbox, tmp_pat
         con.close()
 
 
-def test_check_reports_each_connection_and_fails_on_unhealthy(configured: Sandbox, capsys: Any) -> None:
+def test_check_reports_each_connection_and_fails_on_unhealthy(
+    configured: Sandbox, capsys: Any
+) -> None:
     assert main(["check"]) == 0
     out = capsys.readouterr().out
     assert "acme" in out and "globex" in out and "active" in out
@@ -66,7 +85,9 @@ def test_check_reports_each_connection_and_fails_on_unhealthy(configured: Sandbo
     assert configured.tokens["globex"] not in out
 
 
-def test_progress_line_counts_rows_requests_and_throttling(configured: Sandbox, tmp_path: Path) -> None:
+def test_progress_line_counts_rows_requests_and_throttling(
+    configured: Sandbox, tmp_path: Path
+) -> None:
     import dlt
 
     from makini_source import makini_source
@@ -74,8 +95,11 @@ def test_progress_line_counts_rows_requests_and_throttling(configured: Sandbox, 
 
     source = makini_source(entities=["vendors"])
     progress = Progress(source, enabled=False)
-    pipeline = dlt.pipeline("progress_test", pipelines_dir=str(tmp_path / "p"),
-                            destination=dlt.destinations.duckdb(str(tmp_path / "p.duckdb")))
+    pipeline = dlt.pipeline(
+        "progress_test",
+        pipelines_dir=str(tmp_path / "p"),
+        destination=dlt.destinations.duckdb(str(tmp_path / "p.duckdb")),
+    )
     pipeline.run(source, loader_file_format="parquet")
     line = progress.line()
     vendors = sum(1 for _ in configured.snapshot("vendors"))

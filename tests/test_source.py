@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import httpx
 import pendulum
 import pytest
-
 from conftest import ENTITY_PATHS, Loader, Sandbox, small_connections
+
 from makini_sandbox import SandboxConfig
 from makini_source.exceptions import ConfigurationError
 
@@ -18,7 +18,7 @@ TABLES = list(ENTITY_PATHS) + ["purchase_order_line_items"]
 DECIMALS = ("quantity", "receivedQuantity", "price", "discount", "lineTaxValue", "lineTotalValue")
 
 
-def ts(value: Optional[str]) -> Optional[datetime]:
+def ts(value: str | None) -> datetime | None:
     if value is None:
         return None
     parsed = pendulum.parse(value if len(value) > 10 else value + "T00:00:00Z")
@@ -26,9 +26,11 @@ def ts(value: Optional[str]) -> Optional[datetime]:
     return parsed.astimezone(timezone.utc)
 
 
-def expected_lines(pos: Dict[Tuple[str, str], Dict[str, Any]], hard_delete: bool = False) -> Dict[Tuple[str, str], Dict[str, Any]]:
+def expected_lines(
+    pos: dict[tuple[str, str], dict[str, Any]], hard_delete: bool = False
+) -> dict[tuple[str, str], dict[str, Any]]:
     """(connection, line key) -> line (with the PO key and effective deletedAt) per the API."""
-    lines: Dict[Tuple[str, str], Dict[str, Any]] = {}
+    lines: dict[tuple[str, str], dict[str, Any]] = {}
     for (connection, po_key), po in pos.items():
         if hard_delete and po["deletedAt"]:
             continue
@@ -36,7 +38,11 @@ def expected_lines(pos: Dict[Tuple[str, str], Dict[str, Any]], hard_delete: bool
             deleted_at = line.get("deletedAt") or po["deletedAt"]
             if hard_delete and deleted_at:
                 continue
-            lines[(connection, line["key"])] = {**line, "poKey": po_key, "effectiveDeletedAt": deleted_at}
+            lines[(connection, line["key"])] = {
+                **line,
+                "poKey": po_key,
+                "effectiveDeletedAt": deleted_at,
+            }
     return lines
 
 
@@ -44,8 +50,8 @@ def assert_lines_belong_to_loaded_po_version(loader: Loader) -> None:
     """Every line in the destination was read with the PO version that is in the destination."""
     stale = loader.query(
         f"""
-        SELECT li.connection_id, li.key FROM {loader.table('purchase_order_line_items')} li
-        LEFT JOIN {loader.table('purchase_orders')} po
+        SELECT li.connection_id, li.key FROM {loader.table("purchase_order_line_items")} li
+        LEFT JOIN {loader.table("purchase_orders")} po
           ON po.connection_id = li.connection_id AND po.key = li.purchase_order_key
         WHERE po.updated_at IS DISTINCT FROM li.purchase_order_updated_at
         """
@@ -69,7 +75,9 @@ def assert_matches_api(loader: Loader, sandbox: Sandbox, hard_delete: bool = Fal
         if entity == "purchase_orders":
             for key, record in api.items():
                 assert rows[key]["total_net_value"] == (
-                    Decimal(record["totalNetValue"]) if record["totalNetValue"] is not None else None
+                    Decimal(record["totalNetValue"])
+                    if record["totalNetValue"] is not None
+                    else None
                 )
             want = expected_lines(api, hard_delete)
             got = loader.rows("purchase_order_line_items")
@@ -85,13 +93,19 @@ def assert_matches_api(loader: Loader, sandbox: Sandbox, hard_delete: bool = Fal
 def test_full_load_lands_all_seven_tables_exactly(loader: Loader, sandbox: Sandbox) -> None:
     loader.run()
     assert_matches_api(loader, sandbox)
-    counts = dict(loader.query(f"SELECT 'x', COUNT(*) FROM {loader.table('purchase_order_line_items')}"))
+    counts = dict(
+        loader.query(f"SELECT 'x', COUNT(*) FROM {loader.table('purchase_order_line_items')}")
+    )
     assert counts["x"] > 0
-    connections = {r[0] for r in loader.query(f"SELECT DISTINCT connection_id FROM {loader.table('vendors')}")}
+    connections = {
+        r[0] for r in loader.query(f"SELECT DISTINCT connection_id FROM {loader.table('vendors')}")
+    }
     assert connections == {"acme", "globex"}
 
 
-def test_pagination_with_short_and_empty_pages_and_ties(loader: Loader, sandbox_factory: Any) -> None:
+def test_pagination_with_short_and_empty_pages_and_ties(
+    loader: Loader, sandbox_factory: Any
+) -> None:
     sandbox = sandbox_factory(SandboxConfig(connections=small_connections(60), tie_group=7))
     for name in sandbox.tokens:
         sandbox.post(f"/_admin/connections/{name}/pages", {"short_every": 2, "empty_every": 3})
@@ -119,19 +133,25 @@ def test_colliding_keys_stay_apart_per_connection(loader: Loader, sandbox: Sandb
     assert rows[("acme", key)]["order_no"] == api_acme["orderNo"]
 
 
-def test_decimals_and_timestamps_have_exact_types_and_values(loader: Loader, sandbox: Sandbox) -> None:
+def test_decimals_and_timestamps_have_exact_types_and_values(
+    loader: Loader, sandbox: Sandbox
+) -> None:
     loader.run(entities=["purchase_orders"])
-    types = dict(loader.query(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = 'makini_data' AND table_name = 'purchase_order_line_items'"
-    ))
+    types = dict(
+        loader.query(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'makini_data' AND table_name = 'purchase_order_line_items'"
+        )
+    )
     for column in ("quantity", "received_quantity", "price", "line_total_value"):
         assert types[column] == "DECIMAL(38,9)", column
     assert types["updated_at"] == "TIMESTAMP WITH TIME ZONE"
-    po_types = dict(loader.query(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = 'makini_data' AND table_name = 'purchase_orders'"
-    ))
+    po_types = dict(
+        loader.query(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'makini_data' AND table_name = 'purchase_orders'"
+        )
+    )
     assert po_types["total_net_value"] == "DECIMAL(38,9)"
     assert po_types["created_at"] == "TIMESTAMP WITH TIME ZONE"
     lines = loader.rows("purchase_order_line_items")
@@ -150,12 +170,19 @@ def test_decimals_and_timestamps_have_exact_types_and_values(loader: Loader, san
 
 def test_custom_fields_become_columns_per_connection(loader: Loader, sandbox: Sandbox) -> None:
     loader.run(entities=["purchase_orders"])
-    columns = {r[0] for r in loader.query(
-        "SELECT column_name FROM information_schema.columns "
-        "WHERE table_schema = 'makini_data' AND table_name = 'purchase_orders'"
-    )}
-    assert {"custom_fields__project_code", "custom_fields__approved", "custom_fields__budget_amount",
-            "custom_fields__region"} <= columns
+    columns = {
+        r[0]
+        for r in loader.query(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = 'makini_data' AND table_name = 'purchase_orders'"
+        )
+    }
+    assert {
+        "custom_fields__project_code",
+        "custom_fields__approved",
+        "custom_fields__budget_amount",
+        "custom_fields__region",
+    } <= columns
     rows = loader.rows("purchase_orders")
     seen = 0
     for (connection, key), po in sandbox.snapshot("purchase_orders").items():
@@ -179,28 +206,39 @@ def test_custom_fields_become_columns_per_connection(loader: Loader, sandbox: Sa
         assert rows[("globex", key)]["custom_fields__cost_center"] == str(value)
 
 
-def _first_po_with_lines(sandbox: Sandbox, connection: str, at_least: int) -> Dict[str, Any]:
+def _first_po_with_lines(sandbox: Sandbox, connection: str, at_least: int) -> dict[str, Any]:
     for record in sandbox.records("purchase_orders", connection, include_deleted=False):
         if len(record["lineItems"]) >= at_least:
             return record
     raise AssertionError("no PO with enough lines")
 
 
-def test_incremental_updates_deletes_removed_lines_and_late_arrivals(loader: Loader, sandbox: Sandbox) -> None:
+def test_incremental_updates_deletes_removed_lines_and_late_arrivals(
+    loader: Loader, sandbox: Sandbox
+) -> None:
     loader.run()
     first_watermarks = loader.watermarks("purchase_orders")
     assert set(first_watermarks) == {"acme", "globex"}
 
     acme_pos = sandbox.records("purchase_orders", "acme", include_deleted=False)
-    changed, shrunk, emptied, deleted = acme_pos[0], _first_po_with_lines(sandbox, "acme", 3), acme_pos[2], acme_pos[3]
+    changed, shrunk, emptied, deleted = (
+        acme_pos[0],
+        _first_po_with_lines(sandbox, "acme", 3),
+        acme_pos[2],
+        acme_pos[3],
+    )
     if shrunk["key"] in (changed["key"], emptied["key"], deleted["key"]):
         shrunk = next(p for p in acme_pos[4:] if len(p["lineItems"]) >= 3)
     # an updated PO and line
     lines = [dict(line) for line in changed["lineItems"]]
     lines[0]["quantity"] = "4242.1250"
-    sandbox.put_record("acme", "purchase-orders", changed["key"], {"title": "changed title", "lineItems": lines})
+    sandbox.put_record(
+        "acme", "purchase-orders", changed["key"], {"title": "changed title", "lineItems": lines}
+    )
     # a line that leaves its PO, and a PO that loses all its lines
-    sandbox.put_record("acme", "purchase-orders", shrunk["key"], {"lineItems": shrunk["lineItems"][:1]})
+    sandbox.put_record(
+        "acme", "purchase-orders", shrunk["key"], {"lineItems": shrunk["lineItems"][:1]}
+    )
     sandbox.put_record("acme", "purchase-orders", emptied["key"], {"lineItems": []})
     # deletions
     sandbox.delete_record("acme", "purchase-orders", deleted["key"])
@@ -223,10 +261,16 @@ def test_incremental_updates_deletes_removed_lines_and_late_arrivals(loader: Loa
     assert ("acme", "V-LATE-1") not in loader.rows("vendors")
     line_rows = loader.rows("purchase_order_line_items")
     assert line_rows[("acme", lines[0]["key"])]["quantity"] == Decimal("4242.125")
-    assert [k for k, r in line_rows.items() if r["purchase_order_key"] == shrunk["key"] and k[0] == "acme"] == [
-        ("acme", shrunk["lineItems"][0]["key"])
+    assert [
+        k
+        for k, r in line_rows.items()
+        if r["purchase_order_key"] == shrunk["key"] and k[0] == "acme"
+    ] == [("acme", shrunk["lineItems"][0]["key"])]
+    assert not [
+        k
+        for k, r in line_rows.items()
+        if r["purchase_order_key"] == emptied["key"] and k[0] == "acme"
     ]
-    assert not [k for k, r in line_rows.items() if r["purchase_order_key"] == emptied["key"] and k[0] == "acme"]
     assert_lines_belong_to_loaded_po_version(loader)
 
     # Makini's next sync publishes the late record, older than a record already visible
@@ -239,12 +283,16 @@ def test_incremental_updates_deletes_removed_lines_and_late_arrivals(loader: Loa
     assert_matches_api(loader, sandbox)
 
 
-def test_records_sharing_the_watermark_timestamp_are_not_lost(loader: Loader, sandbox: Sandbox) -> None:
+def test_records_sharing_the_watermark_timestamp_are_not_lost(
+    loader: Loader, sandbox: Sandbox
+) -> None:
     loader.run(entities=["vendors"])
     watermark = loader.watermarks("vendors")["acme"]
     # records land exactly on the previous run's upper bound, late, then get published
     for key in ("V-TIE-1", "V-TIE-2", "V-TIE-3"):
-        sandbox.put_record("acme", "vendors", key, {"name": key, "updatedAt": watermark}, pending=True)
+        sandbox.put_record(
+            "acme", "vendors", key, {"name": key, "updatedAt": watermark}, pending=True
+        )
     sandbox.sync_all()
     loader.run(entities=["vendors"])
     rows = loader.rows("vendors")
@@ -272,14 +320,21 @@ class ChangingTransport(httpx.BaseTransport):
         response = self._inner.handle_request(request)
         if not self.changed and request.url.path.endswith("/purchase-orders"):
             self.changed = True
-            self._sandbox.put_record("acme", "purchase-orders", self._key, {"title": "mid-listing", "lineItems": self._lines})
+            self._sandbox.put_record(
+                "acme",
+                "purchase-orders",
+                self._key,
+                {"title": "mid-listing", "lineItems": self._lines},
+            )
         return response
 
     def close(self) -> None:
         self._inner.close()
 
 
-def test_record_changed_during_a_listing_ends_up_newest_with_its_lines(loader: Loader, sandbox: Sandbox) -> None:
+def test_record_changed_during_a_listing_ends_up_newest_with_its_lines(
+    loader: Loader, sandbox: Sandbox
+) -> None:
     victim = _first_po_with_lines(sandbox, "acme", 3)
     transport = ChangingTransport(sandbox, victim["key"], victim["lineItems"][:1])
     loader.run(entities=["purchase_orders"], page_size=5, transport=transport)
@@ -300,7 +355,9 @@ def assert_matches_api_pos(loader: Loader, sandbox: Sandbox) -> None:
     assert set(loader.rows("purchase_order_line_items")) == set(expected_lines(api))
 
 
-def test_hard_delete_removes_deleted_records_and_their_lines(loader: Loader, sandbox: Sandbox) -> None:
+def test_hard_delete_removes_deleted_records_and_their_lines(
+    loader: Loader, sandbox: Sandbox
+) -> None:
     loader.run(hard_delete=True)
     po = _first_po_with_lines(sandbox, "acme", 2)
     sandbox.delete_record("acme", "purchase-orders", po["key"])
@@ -308,11 +365,15 @@ def test_hard_delete_removes_deleted_records_and_their_lines(loader: Loader, san
     loader.run(hard_delete=True)
     assert ("acme", po["key"]) not in loader.rows("purchase_orders")
     lines = loader.rows("purchase_order_line_items")
-    assert not [k for k, r in lines.items() if k[0] == "acme" and r["purchase_order_key"] == po["key"]]
+    assert not [
+        k for k, r in lines.items() if k[0] == "acme" and r["purchase_order_key"] == po["key"]
+    ]
     assert_matches_api(loader, sandbox, hard_delete=True)
 
 
-def test_backfill_with_end_date_loads_a_window_and_leaves_state_alone(loader: Loader, sandbox: Sandbox) -> None:
+def test_backfill_with_end_date_loads_a_window_and_leaves_state_alone(
+    loader: Loader, sandbox: Sandbox
+) -> None:
     api = sandbox.snapshot("vendors")
     times = sorted(ts(r["updatedAt"]) for r in api.values())
     cut = times[len(times) // 2]
@@ -326,7 +387,9 @@ def test_backfill_with_end_date_loads_a_window_and_leaves_state_alone(loader: Lo
     assert set(loader.rows("vendors")) == set(api)
 
 
-def test_configuration_from_environment_and_single_token(loader: Loader, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_configuration_from_environment_and_single_token(
+    loader: Loader, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import json
 
     from makini_source import makini_source
@@ -334,12 +397,16 @@ def test_configuration_from_environment_and_single_token(loader: Loader, sandbox
     monkeypatch.setenv("SOURCES__MAKINI__BASE_URL", sandbox.url)
     monkeypatch.setenv("SOURCES__MAKINI__API_TOKEN", sandbox.tokens["globex"])
     loader.pipeline.run(makini_source(entities=["sites"]), loader_file_format="parquet")
-    connections = {r[0] for r in loader.query(f"SELECT DISTINCT connection_id FROM {loader.table('sites')}")}
+    connections = {
+        r[0] for r in loader.query(f"SELECT DISTINCT connection_id FROM {loader.table('sites')}")
+    }
     assert connections == {"default"}
     monkeypatch.delenv("SOURCES__MAKINI__API_TOKEN")
     monkeypatch.setenv("SOURCES__MAKINI__CONNECTIONS", json.dumps({"acme": sandbox.tokens["acme"]}))
     loader.pipeline.run(makini_source(entities=["sites"]), loader_file_format="parquet")
-    connections = {r[0] for r in loader.query(f"SELECT DISTINCT connection_id FROM {loader.table('sites')}")}
+    connections = {
+        r[0] for r in loader.query(f"SELECT DISTINCT connection_id FROM {loader.table('sites')}")
+    }
     assert connections == {"default", "acme"}
 
 
@@ -352,5 +419,3 @@ def test_bad_configuration_fails_before_any_request(sandbox: Sandbox) -> None:
         makini_source(base_url=sandbox.url, connections={})
     with pytest.raises(ConfigurationError, match="plain http"):
         makini_source(base_url="http://example.com", connections={"a": "t"})
-
-

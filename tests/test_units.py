@@ -36,7 +36,9 @@ def test_unknown_last_sync_at_reads_everything_and_keeps_state() -> None:
 
 
 def test_backfill_ignores_state_and_does_not_move_it() -> None:
-    window = plan_window("2025-01-01T00:00:00.000000Z", "2024-01-01", "2024-02-01", "2025-06-01T00:00:00Z")
+    window = plan_window(
+        "2025-01-01T00:00:00.000000Z", "2024-01-01", "2024-02-01", "2025-06-01T00:00:00Z"
+    )
     assert (window.modified_after, window.modified_before) == (
         "2024-01-01T00:00:00.000000Z",
         "2024-02-01T00:00:00.000000Z",
@@ -56,7 +58,9 @@ def test_timestamps_normalise_offsets_to_utc() -> None:
 
 def test_retry_after_delta_seconds_and_http_date() -> None:
     assert parse_retry_after("7") == 7.0
-    assert parse_retry_after("Wed, 21 Oct 2026 07:28:00 GMT", now=1792567670.0) == pytest.approx(10.0)
+    assert parse_retry_after("Wed, 21 Oct 2026 07:28:00 GMT", now=1792567670.0) == pytest.approx(
+        10.0
+    )
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past: no wait
     assert parse_retry_after(None) is None
     assert parse_retry_after("soon") is None
@@ -86,10 +90,11 @@ def test_rate_limiter_spreads_remaining_requests_over_the_window() -> None:
     limiter.observe({"x-ratelimit-remaining": "4", "x-ratelimit-reset": "2"})
     limiter.acquire()
     limiter.acquire()
-    assert slept == [pytest.approx(0.5), pytest.approx(0.5)]
+    # 4 more fit before the window ends and the 5th goes at its end: 5 steps of 0.4 s
+    assert slept == [pytest.approx(0.4), pytest.approx(0.4)]
     limiter.observe({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "3"})
     limiter.acquire()
-    assert now[0] == pytest.approx(104.0)
+    assert now[0] == pytest.approx(103.8)
 
 
 def _po(**overrides: object) -> dict:
@@ -137,9 +142,11 @@ def test_converter_marks_po_without_lines_and_drops_deleted_lines_on_hard_delete
     assert empty is not None and empty.column("_makini_po_marker").to_pylist() == [True]
     hard = RecordConverter(spec, "acme", hard_delete=True).convert([_po()]).children
     assert hard is not None and hard.column("key").to_pylist() == ["L1"]
-    deleted_po = RecordConverter(spec, "acme", hard_delete=True).convert(
-        [_po(deletedAt="2024-02-01T00:00:00Z")]
-    ).children
+    deleted_po = (
+        RecordConverter(spec, "acme", hard_delete=True)
+        .convert([_po(deletedAt="2024-02-01T00:00:00Z")])
+        .children
+    )
     assert deleted_po is not None and deleted_po.column("_makini_po_marker").to_pylist() == [True]
 
 

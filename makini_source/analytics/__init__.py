@@ -9,7 +9,7 @@ names, so the models can be created as views in any dataset.
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 MODELS = (
     "open_order_value_by_vendor",
@@ -26,7 +26,9 @@ def model_sql(name: str, qualify: Any) -> str:
     return text.format(**{table: qualify(table) for table in TABLES})
 
 
-def run_model(client: Any, name: str, order_by: str = "", limit: int = 0) -> Tuple[List[str], List[Tuple[Any, ...]]]:
+def run_model(
+    client: Any, name: str, order_by: str = "", limit: int = 0
+) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Runs one model through a dlt sql client; returns column names and rows."""
     sql = f"SELECT * FROM ({model_sql(name, client.make_qualified_table_name)}) AS model"
     if order_by:
@@ -38,7 +40,7 @@ def run_model(client: Any, name: str, order_by: str = "", limit: int = 0) -> Tup
         return columns, [tuple(row) for row in cursor.fetchall()]
 
 
-def create_views(client: Any) -> Dict[str, str]:
+def create_views(client: Any) -> dict[str, str]:
     """Creates (or replaces) one view per model in the pipeline's dataset.
 
     Returns:
@@ -47,6 +49,8 @@ def create_views(client: Any) -> Dict[str, str]:
     created = {}
     for name in MODELS:
         view = client.make_qualified_table_name(name)
-        client.execute_sql(f"CREATE OR REPLACE VIEW {view} AS {model_sql(name, client.make_qualified_table_name)}")
+        client.execute_sql(
+            f"CREATE OR REPLACE VIEW {view} AS {model_sql(name, client.make_qualified_table_name)}"
+        )
         created[name] = view
     return created
