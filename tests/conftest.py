@@ -186,6 +186,197 @@ class Loader:
         return sources.get("makini", {}).get("resources", {}).get(resource, {}).get("watermarks", {})
 
 
+
+# --- Real destinations: DuckDB files and a throwaway PostgreSQL cluster -----------------------
+#
+# `loader` runs against DuckDB for every test; tests marked `@pytest.mark.postgres` run a second
+# time against a real PostgreSQL server (Debian's `postgresql` package: initdb/pg_ctl from
+# /usr/lib/postgresql/*/bin), started once per session on a free loopback port in a temp dir.
+# Without the binaries those runs are skipped, unless MAKINI_REQUIRE_POSTGRES=1 (CI), which
+# makes them fail. MAKINI_TEST_DESTINATIONS=duckdb,postgres runs every `loader` test on both.
+
+import glob  # noqa: E402
+import os  # noqa: E402
+import pwd  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+
+POSTGRES_USER = "postgres"
+POSTGRES_PASSWORD = "makini-test-pw"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "postgres: also run this `loader` test against a real PostgreSQL server"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "loader" not in metafunc.fixturenames:
+        return
+    forced = os.environ.get("MAKINI_TEST_DESTINATIONS")
+    if forced:
+        destinations = [d.strip() for d in forced.split(",") if d.strip()]
+    else:
+        destinations = ["duckdb"]
+        if metafunc.definition.get_closest_marker("postgres"):
+            destinations.append("postgres")
+    metafunc.parametrize("loader", destinations, indirect=True)
+
+
+def postgres_bin_dir() -> Optional[Path]:
+    """The newest PostgreSQL server binaries installed (Debian layout), or None."""
+
+    def version(path: str) -> Tuple[int, ...]:
+        return tuple(int(part) for part in re.findall(r"\d+", Path(path).parent.name)) or (0,)
+
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True):
+        if all(os.access(Path(candidate) / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
+            return Path(candidate)
+    found = shutil.which("pg_ctl")
+    if found and shutil.which("initdb"):
+        return Path(found).resolve().parent
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster in a temp dir, listening on 127.0.0.1 only.
+
+    Postgres refuses to run as root, so as root the server runs as the `postgres` system user
+    (`runuser -u postgres --`), in a temp dir owned by that user.
+    """
+
+    def __init__(self, bin_dir: Path) -> None:
+        self.bin_dir = bin_dir
+        self.root = Path(tempfile.mkdtemp(prefix="makini-pg-"))
+        self.data = self.root / "data"
+        self.port = 0
+        self._as_user: List[str] = []
+        if os.geteuid() == 0:
+            account = pwd.getpwnam(POSTGRES_USER)  # KeyError: no `postgres` user
+            os.chown(self.root, account.pw_uid, account.pw_gid)
+            self._as_user = ["runuser", "-u", POSTGRES_USER, "--"]
+        self._counter = 0
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*self._as_user, *args], cwd=self.root, capture_output=True, text=True, timeout=120,
+            check=check,
+        )
+
+    def start(self) -> "PostgresServer":
+        password_file = self.root / "pw"
+        password_file.write_text(POSTGRES_PASSWORD + "\n")
+        if self._as_user:
+            shutil.chown(password_file, POSTGRES_USER, POSTGRES_USER)
+        self._run(
+            str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", POSTGRES_USER,
+            f"--pwfile={password_file}", "--auth-local=trust", "--auth-host=scram-sha-256",
+            "-E", "UTF8", "--locale=C", "--no-sync",
+        )
+        password_file.unlink()
+        last_error = ""
+        for _ in range(3):  # the free port may be taken between probing and binding
+            self.port = _free_port()
+            options = (
+                f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            )
+            result = self._run(
+                str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),
+                "-w", "-t", "60", "-o", options, "start", check=False,
+            )
+            if result.returncode == 0:
+                self.create_database("makini_test")
+                return self
+            log = self.root / "log"
+            last_error = result.stderr + (log.read_text() if log.exists() else "")
+        raise RuntimeError(f"PostgreSQL did not start:\n{last_error[-3000:]}")
+
+    def stop(self) -> None:
+        if self.port and (self.data / "postmaster.pid").exists():
+            self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def dsn(self, database: str = "makini_test") -> str:
+        return f"postgresql://{POSTGRES_USER}:{POSTGRES_PASSWORD}@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def credentials(self) -> str:
+        """Connection string of the session's database `makini_test`."""
+        return self.dsn()
+
+    def create_database(self, name: Optional[str] = None) -> str:
+        """Creates an empty database; returns its connection string."""
+        import psycopg2
+
+        if name is None:
+            self._counter += 1
+            name = f"makini_{self._counter}_{uuid.uuid4().hex[:6]}"
+        connection = psycopg2.connect(self.dsn("postgres"))
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            connection.close()
+        return self.dsn(name)
+
+
+def _postgres_unavailable(reason: str) -> None:
+    if os.environ.get("MAKINI_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"MAKINI_REQUIRE_POSTGRES=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A running PostgreSQL server for the session, with an empty database `makini_test`."""
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        _postgres_unavailable(
+            "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin): "
+            "apt-get install -y postgresql"
+        )
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        _postgres_unavailable("psycopg2 is not installed: pip install -e '.[test]'")
+    assert bin_dir is not None
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam(POSTGRES_USER)
+        except KeyError:
+            _postgres_unavailable("running as root and there is no `postgres` system user")
+    server = PostgresServer(bin_dir)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_credentials(postgres_server: PostgresServer) -> str:
+    """Connection string of the session's PostgreSQL database."""
+    return postgres_server.credentials
+
+
 @pytest.fixture
-def loader(sandbox: Sandbox, tmp_path: Path) -> Loader:
-    return Loader(sandbox, tmp_path)
+def loader(request: pytest.FixtureRequest, sandbox: Sandbox, tmp_path: Path) -> Loader:
+    """A pipeline into a fresh DuckDB file, or (param `postgres`) a fresh Postgres database."""
+    destination_name = getattr(request, "param", "duckdb")
+    if destination_name == "duckdb":
+        return Loader(sandbox, tmp_path)
+    if destination_name == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        return Loader(sandbox, tmp_path, dlt.destinations.postgres(credentials=server.create_database()))
+    raise ValueError(f"unknown test destination {destination_name!r}")

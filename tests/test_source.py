@@ -90,6 +90,7 @@ def assert_matches_api(loader: Loader, sandbox: Sandbox, hard_delete: bool = Fal
                     assert got[key][field] == expected
 
 
+@pytest.mark.postgres
 def test_full_load_lands_all_seven_tables_exactly(loader: Loader, sandbox: Sandbox) -> None:
     loader.run()
     assert_matches_api(loader, sandbox)
@@ -114,7 +115,7 @@ def test_pagination_with_short_and_empty_pages_and_ties(
     assert_matches_api(loader, sandbox)
     # ties really crossed page boundaries: more records share an updatedAt than fit a page
     biggest_tie = loader.query(
-        f"SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM {loader.table('purchase_orders')} GROUP BY connection_id, updated_at)"
+        f"SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM {loader.table('purchase_orders')} GROUP BY connection_id, updated_at) AS ties"
     )[0][0]
     assert biggest_tie > 5
 
@@ -133,25 +134,35 @@ def test_colliding_keys_stay_apart_per_connection(loader: Loader, sandbox: Sandb
     assert rows[("acme", key)]["order_no"] == api_acme["orderNo"]
 
 
+def column_types(loader: Loader, table: str) -> Dict[str, str]:
+    """column -> type per the destination's information_schema, spelled as DuckDB does."""
+    if loader.pipeline.destination.destination_name == "postgres":
+        return dict(
+            loader.query(
+                "SELECT column_name, CASE WHEN data_type = 'numeric' THEN 'DECIMAL(' || "
+                "numeric_precision || ',' || numeric_scale || ')' ELSE UPPER(data_type) END "
+                "FROM information_schema.columns "
+                f"WHERE table_schema = 'makini_data' AND table_name = '{table}'"
+            )
+        )
+    return dict(
+        loader.query(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            f"WHERE table_schema = 'makini_data' AND table_name = '{table}'"
+        )
+    )
+
+
+@pytest.mark.postgres
 def test_decimals_and_timestamps_have_exact_types_and_values(
     loader: Loader, sandbox: Sandbox
 ) -> None:
     loader.run(entities=["purchase_orders"])
-    types = dict(
-        loader.query(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = 'makini_data' AND table_name = 'purchase_order_line_items'"
-        )
-    )
+    types = column_types(loader, "purchase_order_line_items")
     for column in ("quantity", "received_quantity", "price", "line_total_value"):
         assert types[column] == "DECIMAL(38,9)", column
     assert types["updated_at"] == "TIMESTAMP WITH TIME ZONE"
-    po_types = dict(
-        loader.query(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = 'makini_data' AND table_name = 'purchase_orders'"
-        )
-    )
+    po_types = column_types(loader, "purchase_orders")
     assert po_types["total_net_value"] == "DECIMAL(38,9)"
     assert po_types["created_at"] == "TIMESTAMP WITH TIME ZONE"
     lines = loader.rows("purchase_order_line_items")
@@ -168,6 +179,7 @@ def test_decimals_and_timestamps_have_exact_types_and_values(
     assert checked > 50
 
 
+@pytest.mark.postgres
 def test_custom_fields_become_columns_per_connection(loader: Loader, sandbox: Sandbox) -> None:
     loader.run(entities=["purchase_orders"])
     columns = {
@@ -213,6 +225,7 @@ def _first_po_with_lines(sandbox: Sandbox, connection: str, at_least: int) -> di
     raise AssertionError("no PO with enough lines")
 
 
+@pytest.mark.postgres
 def test_incremental_updates_deletes_removed_lines_and_late_arrivals(
     loader: Loader, sandbox: Sandbox
 ) -> None:
@@ -355,6 +368,7 @@ def assert_matches_api_pos(loader: Loader, sandbox: Sandbox) -> None:
     assert set(loader.rows("purchase_order_line_items")) == set(expected_lines(api))
 
 
+@pytest.mark.postgres
 def test_hard_delete_removes_deleted_records_and_their_lines(
     loader: Loader, sandbox: Sandbox
 ) -> None:
