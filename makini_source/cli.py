@@ -240,18 +240,17 @@ def print_run_summary(source: Any, elapsed: float) -> None:
     """Rows read per table and connection in this run, with request figures."""
     connections = source_connections(source)
     print(f"\nRun finished in {elapsed:.1f}s. Rows read this run:")
-    print(f"{'connection':<14} " + " ".join(f"{t[:13]:>13}" for t in TABLES))
+    print(f"{'connection':<14} {'table':<28} {'rows':>10}")
     for connection in connections:
-        print(
-            f"{connection.name:<14} "
-            + " ".join(f"{connection.rows.get(t, 0):>13,}" for t in TABLES)
-        )
+        for table in TABLES:
+            if connection.rows.get(table):
+                print(f"{connection.name:<14} {table:<28} {connection.rows[table]:>10,}")
     print(
-        f"\n{'connection':<14} {'requests':>9} {'retries':>8} {'429s':>6} {'throttled':>10}  failure"
+        f"\n{'connection':<14} {'requests':>9} {'retries':>8} {'429s':>6} {'throttled':>10}  status"
     )
     for connection in connections:
         stats = connection.client.stats
-        failure = "" if connection.failure is None else str(connection.failure)[:80]
+        failure = "ok" if connection.failure is None else "FAILED (see below)"
         print(
             f"{connection.name:<14} {stats.requests:>9,} {stats.retries:>8} {stats.rate_limited:>6} "
             f"{stats.throttle_seconds:>9.1f}s  {failure}"
