@@ -105,3 +105,30 @@ def test_progress_line_counts_rows_requests_and_throttling(
     vendors = sum(1 for _ in configured.snapshot("vendors"))
     assert f"vendors={vendors:,}" in line
     assert "requests=" in line and "429s=0" in line and "throttled=" in line
+
+
+def test_demo_loads_all_seven_tables_and_prints_the_analytics(tmp_path: Path, capsys: Any) -> None:
+    code = main(["--demo", "--demo-purchase-orders", "20", *_args(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    for table in (
+        "purchase_orders",
+        "purchase_order_line_items",
+        "vendors",
+        "materials",
+        "sites",
+        "assets",
+        "work_orders",
+    ):
+        assert f"\n{table}" in out, table
+    assert "Open order value by vendor" in out and "Spend by month" in out
+    con = duckdb.connect(str(tmp_path / "cli.duckdb"), read_only=True)
+    try:
+        counts = dict(
+            con.execute(
+                "SELECT connection_id, COUNT(*) FROM makini_data.purchase_orders GROUP BY 1"
+            ).fetchall()
+        )
+    finally:
+        con.close()
+    assert counts == {"acme": 20, "globex": 20, "initech": 20}
