@@ -41,6 +41,7 @@ from makini_source.exceptions import (
     RetriableAPIError,
 )
 from makini_source.records import RecordConverter
+from makini_source.readahead import DONE, ReadAhead, interleave
 from makini_source.settings import (
     CONNECTION_COLUMN,
     DEFAULT_BASE_URL,
@@ -211,17 +212,25 @@ def _entity_resource(
 
     def read_entity() -> Iterator[Any]:
         state = dlt.current.resource_state().setdefault("watermarks", {})
-        for connection in connections:
-            if connection.failure is not None:
-                continue
-            try:
-                yield from _read_connection(spec, connection, options, state)
-            except (ReauthorizationRequired, RetriableAPIError) as exc:
-                # this connection is broken for this run; the others still load and commit
-                connection.failure = exc
-                logger.error(
-                    "connection %s failed, skipping it for this run: %s", connection.name, exc
-                )
+        # every connection's listing runs at once (pages fetched ahead on background
+        # threads); connections take turns, page by page, in their configured order
+        readers = [
+            (connection, _read_connection(spec, connection, options, state))
+            for connection in connections
+            if connection.failure is None
+        ]
+
+        def isolate(connection: Connection, exc: BaseException) -> bool:
+            if not isinstance(exc, (ReauthorizationRequired, RetriableAPIError)):
+                return False
+            # this connection is broken for this run; the others still load and commit
+            connection.failure = exc
+            logger.error(
+                "connection %s failed, skipping it for this run: %s", connection.name, exc
+            )
+            return True
+
+        yield from interleave(readers, isolate, skip=lambda c: c.failure is not None)
 
     resource = dlt.resource(
         read_entity,
@@ -285,8 +294,13 @@ def _read_connection(
     )
     main_hints = _main_hints(spec, options)
     child_hints = _child_hints(spec, options) if spec.child_table else None
+    # the next page is fetched while this one is converted
+    pages = ReadAhead(
+        connection.client.iter_pages(spec.name, spec.path, params, page_size),
+        name=f"makini-{connection.name}-{spec.name}",
+    )
     try:
-        for page in connection.client.iter_pages(spec.name, spec.path, params, page_size):
+        while (page := pages.next()) is not DONE:
             tables = converter.convert(page.records, page.request_id)
             if tables.main is not None:
                 connection.count_rows(spec.table, tables.main.num_rows)
@@ -300,6 +314,8 @@ def _read_connection(
             raise
         logger.warning("skipping %s for connection %s: %s", spec.name, connection.name, exc)
         return
+    finally:
+        pages.close()
     if window.next_watermark is not None:
         state[connection.name] = window.next_watermark
 

@@ -42,6 +42,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 MODES = ("floor", "peer", "makini", "incremental", "ratelimited")
+# the same for every mode: no telemetry, quiet logs, and no Airflow secrets provider (dlt
+# probes Airflow Variables on every config lookup when Airflow is importable, which costs
+# seconds per run and is not what a plain DuckDB user has)
+CHILD_ENV = {
+    "RUNTIME__DLTHUB_TELEMETRY": "false",
+    "RUNTIME__LOG_LEVEL": "ERROR",
+    "PROVIDERS__ENABLE_AIRFLOW_SECRETS": "false",
+}
 BENCH_CONNECTION = "bench"
 BENCH_TOKEN = "mk_bench_token"
 RATE_CONNECTIONS = ("rl1", "rl2", "rl3")
@@ -270,9 +278,13 @@ CHILD_MODES = {"floor": mode_floor, "peer": mode_peer, "makini": mode_makini}
 
 def child_main(mode: str, args_path: str) -> None:
     """Child entry: run one mode, print its result as JSON on the last line."""
-    os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+    for name, value in CHILD_ENV.items():
+        os.environ.setdefault(name, value)
     args = json.loads(Path(args_path).read_text())
+    before = resource.getrusage(resource.RUSAGE_SELF)
     result = CHILD_MODES[mode](args)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu_seconds"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     result["peak_rss_mb"] = _peak_rss_mb()
     print(json.dumps(result), flush=True)
 
@@ -280,7 +292,7 @@ def child_main(mode: str, args_path: str) -> None:
 def run_child(mode: str, args: Dict[str, Any], workdir: Path) -> Dict[str, Any]:
     args_path = workdir / f"args-{mode}.json"
     args_path.write_text(json.dumps(args))
-    env = dict(os.environ, RUNTIME__DLTHUB_TELEMETRY="false", RUNTIME__LOG_LEVEL="ERROR")
+    env = dict(os.environ, **CHILD_ENV)
     proc = subprocess.run(
         [sys.executable, __file__, "_child", mode, str(args_path)],
         stdout=subprocess.PIPE, text=True, env=env,
@@ -379,7 +391,7 @@ def _log(mode: str, result: Dict[str, Any]) -> None:
     extra = f", {result['pct_of_3r']:.1f}% of 3R, 429s={result['status_429']}" if mode == "ratelimited" else ""
     print(
         f"  {mode:<12} {result['wall']:8.2f} s  {result['records']:>9} records  "
-        f"{result['peak_rss_mb']:7.0f} MB{extra}",
+        f"{result['peak_rss_mb']:7.0f} MB  {result['cpu_seconds']:6.1f} CPU s{extra}",
         file=sys.stderr, flush=True,
     )
 
@@ -397,6 +409,7 @@ def summarize(rounds: List[Dict[str, Dict[str, Any]]], opts: argparse.Namespace)
             "records": runs[0]["records"],
             "records_per_second": statistics.median(x["records"] / x["wall"] for x in runs),
             "peak_rss_mb": statistics.median(x["peak_rss_mb"] for x in runs),
+            "cpu_seconds": statistics.median(x["cpu_seconds"] for x in runs),
         }
         if mode == "ratelimited":
             row.update(
@@ -425,12 +438,12 @@ def summarize(rounds: List[Dict[str, Dict[str, Any]]], opts: argparse.Namespace)
 
 def print_table(summary: Dict[str, Any], opts: argparse.Namespace) -> None:
     print(f"\nmakini-source benchmark: {summary['pos']:,} POs, median of {summary['repeat']} run(s)")
-    print(f"{'mode':<12} {'wall s':>9} {'records':>10} {'records/s':>11} {'peak RSS MB':>12}  runs (s)")
+    print(f"{'mode':<12} {'wall s':>9} {'records':>10} {'records/s':>11} {'peak RSS MB':>12} {'CPU s':>7}  runs (wall s)")
     for mode, row in summary["modes"].items():
         runs = " ".join(f"{w:.2f}" for w in row["wall_seconds_runs"])
         print(
             f"{mode:<12} {row['wall_seconds']:9.2f} {row['records']:>10,} {row['records_per_second']:>11,.0f} "
-            f"{row['peak_rss_mb']:>12.0f}  {runs}"
+            f"{row['peak_rss_mb']:>12.0f} {row['cpu_seconds']:>7.1f}  {runs}"
         )
     for name, value in summary["ratios"].items():
         print(f"{name:<18} {value:.3f}")
