@@ -126,9 +126,11 @@ def run_connection(
             info.raise_on_failed_jobs()
             return info
         except PipelineStepFailed as exc:
-            if exc.step != "load":
+            if exc.step not in ("sync", "load"):
                 raise
             last_error = exc
+            if exc.step == "sync":  # nothing extracted yet: just try again
+                continue
             logger.warning(
                 "load attempt %d failed, probably a concurrent schema change: %s", attempt, exc
             )

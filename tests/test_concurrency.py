@@ -23,7 +23,7 @@ from test_source import assert_matches_api
 
 from makini_sandbox import ConnectionConfig, SandboxConfig
 
-DATASET = "makini_data"
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # The per-connection process: what a scheduler would run once per connection. It waits for the
 # `go` file so that all processes hit the destination at the same moment.
@@ -91,6 +91,8 @@ def run_concurrently(
     go = workdir / f"go-{round_no}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DESTINATION__", "SOURCES__"))}
     env["PYTHONUNBUFFERED"] = "1"
+    # the checkout under test, whatever the editable install points at
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     # dlt imports Airflow at start-up when it is installed (seconds per process); not needed here
     env.setdefault("PROVIDERS__ENABLE_AIRFLOW_SECRETS", "false")
     processes: dict[str, subprocess.Popen] = {}

@@ -179,7 +179,6 @@ def test_decimals_and_timestamps_have_exact_types_and_values(
     assert checked > 50
 
 
-@pytest.mark.postgres
 def test_custom_fields_become_columns_per_connection(loader: Loader, sandbox: Sandbox) -> None:
     loader.run(entities=["purchase_orders"])
     columns = {
