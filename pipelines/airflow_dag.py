@@ -8,9 +8,10 @@ reads from the dags folder):
 - `SOURCES__MAKINI__CONNECTIONS` (secret, JSON `{name: token}`): one task group per name.
 - `SOURCES__MAKINI__BASE_URL` and every other `sources.makini` setting, as for the source.
 - `MAKINI__DESTINATION` (default `duckdb`): any dlt destination name, credentials the dlt way.
-- `MAKINI__DUCKDB_PATH` (default `$AIRFLOW_HOME/makini.duckdb`): the shared DuckDB file. A
-  relative path would land in the task's temporary dlt folder, which is wiped after each task.
-- `MAKINI__DATASET_NAME` (default `makini_data`), `MAKINI__SCHEDULE` (default `@daily`).
+- `MAKINI__DUCKDB_PATH` (default `$AIRFLOW_HOME/makini.duckdb`): the shared DuckDB file (give
+  an absolute path: a relative one is taken from the working directory of each process).
+- `MAKINI__DATASET_NAME` (default `makini_data`), `MAKINI__SCHEDULE` (default `@daily`),
+  `MAKINI__RETRIES` (task retries, default 2).
 
 Every connection runs `makini_source` with that connection only, in its own dlt pipeline
 `makini_<connection>`, decomposed into one task per resource, run one after the other
@@ -38,7 +39,7 @@ from dlt.common.schema import Schema
 from dlt.extract import DltSource
 from dlt.helpers.airflow_helper import PipelineTasksGroup
 
-from makini_source import makini_source, raise_on_connection_failures
+from makini_source import ConfigurationError, makini_source, raise_on_connection_failures
 from makini_source.settings import DEFAULT_CONNECTION_NAME
 
 try:  # Airflow 3
@@ -72,6 +73,18 @@ def configured_tokens() -> Dict[str, str]:
 def pipeline_name(connection: str) -> str:
     """The dlt pipeline (and task group) of one connection: `makini_<connection>`."""
     return "makini_" + re.sub(r"[^0-9A-Za-z_]", "_", connection)
+
+
+def check_pipeline_names(connections: Any) -> None:
+    """Refuses connection names that would share a pipeline (and so its state)."""
+    seen: Dict[str, str] = {}
+    for connection in connections:
+        other = seen.setdefault(pipeline_name(connection), connection)
+        if other != connection:
+            raise ConfigurationError(
+                f"connections {other!r} and {connection!r} map to the same pipeline name "
+                f"{pipeline_name(connection)!r}; rename one"
+            )
 
 
 def destination() -> Any:
@@ -152,6 +165,7 @@ def build_dag() -> DAG:
     """The DAG: one independent task group per configured connection."""
     _use_dags_folder_config()
     tokens = configured_tokens()
+    check_pipeline_names(tokens)
     retries = dlt.config.get("makini.retries", int)
     is_duckdb = (dlt.config.get("makini.destination", str) or "duckdb") == "duckdb"
     dag = DAG(

@@ -74,12 +74,26 @@ def configured_tokens() -> Dict[str, str]:
 
 def connection_names() -> List[str]:
     """The configured connection names (the partitions), sorted; no tokens."""
-    return sorted(configured_tokens())
+    names = sorted(configured_tokens())
+    check_pipeline_names(names)
+    return names
 
 
 def pipeline_name(connection: str) -> str:
     """The dlt pipeline of one connection: `makini_<connection>` (state stays per connection)."""
     return "makini_" + re.sub(r"[^0-9A-Za-z_]", "_", connection)
+
+
+def check_pipeline_names(connections: Any) -> None:
+    """Refuses connection names that would share a pipeline (and so its state)."""
+    seen: Dict[str, str] = {}
+    for connection in connections:
+        other = seen.setdefault(pipeline_name(connection), connection)
+        if other != connection:
+            raise ConfigurationError(
+                f"connections {other!r} and {connection!r} map to the same pipeline name "
+                f"{pipeline_name(connection)!r}; rename one"
+            )
 
 
 def destination() -> Any:
@@ -177,6 +191,8 @@ line_items = AssetSpec(
     name="makini",
     dagster_dlt_translator=MakiniTranslator(),
     partitions_def=connections_partitions,
+    # limit concurrent loads with `dagster instance concurrency set makini N` (1 for DuckDB)
+    pool="makini",
 )
 def makini_tables(context: AssetExecutionContext, dlt: DagsterDltResource) -> Iterator[Any]:
     """Loads the selected tables of one connection (the partition) into the shared dataset."""

@@ -92,6 +92,8 @@ def test_definitions_partitions_are_connections(definitions: Any, sandbox: Sandb
         for token in sandbox.tokens.values():
             assert token not in repr(spec.metadata)
     assert definitions.pipeline_name("acme") == "makini_acme"
+    with pytest.raises(definitions.ConfigurationError):
+        definitions.check_pipeline_names(["north-1", "north_1"])  # would share state
 
 
 def test_materialize_two_partitions_into_one_dataset(
