@@ -64,8 +64,8 @@ def align_with_destination(pipeline: dlt.Pipeline, source: DltSource) -> dict[st
     added: dict[str, list[str]] = {}
     client_schema = schema_name if schema_name in pipeline.schema_names else None
     with pipeline.destination_client(client_schema) as client:  # type: ignore[arg-type]
-        if not client.is_storage_initialized():
-            return added
+        if not hasattr(client, "get_storage_tables") or not client.is_storage_initialized():
+            return added  # not a SQL destination, or nothing loaded yet
         storage = list(client.get_storage_tables(tables))  # type: ignore[attr-defined]
     for table, columns in storage:
         if not columns:
