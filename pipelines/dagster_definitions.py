@@ -169,6 +169,7 @@ _template_pipeline = dlt.pipeline(
     pipeline_name="makini_dagster_template",
     destination="duckdb",
     dataset_name=DEFAULT_DATASET,
+    pipelines_dir=dlt.config.get("makini.pipelines_dir", str),
 )
 
 line_items_key = AssetKey([ASSET_PREFIX, LINE_ITEMS_TABLE])
