@@ -66,12 +66,12 @@ print(json.dumps({"connection": name, "loads": info.loads_ids, "attempts": len(s
 
 
 def three_connections() -> list[ConnectionConfig]:
-    acme, globex = small_connections(30)
+    acme, globex = small_connections(12)
     initech = ConnectionConfig(
         name="initech",
         token="tok_initech",
         system="IFS Cloud",
-        purchase_orders=30,
+        purchase_orders=12,
         vendors=9,
         materials=7,
         sites=2,
