@@ -59,7 +59,12 @@ class RetryPolicy:
     connect_timeout_seconds: float = 10.0
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
-        """Full-jitter exponential backoff before retry number `attempt` (1-based)."""
+        """Jittered exponential backoff before retry number `attempt` (1-based).
+
+        The ceiling doubles with each attempt (`base * 2**(attempt-1)`, at most
+        `backoff_max_seconds`); the wait is drawn uniformly from its upper half, so retries
+        of many clients spread out but never come back sooner than half the ceiling.
+        """
         ceiling = min(self.backoff_max_seconds, self.backoff_base_seconds * 2 ** (attempt - 1))
         return rng.uniform(ceiling / 2, ceiling)
 
@@ -156,7 +161,7 @@ class MakiniClient:
             raise ConfigurationError(f"connection {connection!r} has no token")
         self.connection = connection
         self.retry = retry or RetryPolicy()
-        self.limiter = limiter or RateLimiter()
+        self.limiter = limiter or RateLimiter(sleep=sleep)
         self.stats = ClientStats()
         self._sleep = sleep
         self._rng = random.Random()
@@ -248,7 +253,13 @@ class MakiniClient:
         return Page(records, body["next_cursor"], total if isinstance(total, int) else None, request_id)
 
     def _get_json(self, url: str, params: Mapping[str, Any], entity: str) -> Tuple[Any, Optional[str]]:
-        """GET with pacing and retries; returns the parsed body and the request id."""
+        """GET with pacing and retries; returns the parsed body and the request id.
+
+        Transient failures (429, 5xx, timeouts, resets, cut-off bodies) are retried: a
+        `Retry-After` (429, 503) is waited exactly, anything else backs off exponentially with
+        jitter. Retries stop after `max_attempts` attempts or once the next wait would take the
+        request past `max_elapsed_seconds`; the error then says how many attempts were made.
+        """
         started = time.monotonic()
         attempt = 0
         while True:
@@ -259,26 +270,27 @@ class MakiniClient:
                 elapsed = time.monotonic() - started
                 if isinstance(exc, RateLimitError):
                     self.stats.rate_limited += 1
-                    delay = exc.retry_after if exc.retry_after is not None else self.retry.backoff(attempt, self._rng)
-                    self.limiter.pause(delay)
-                    delay = 0.0  # the limiter holds the next request
+                if exc.retry_after is not None:
+                    delay = exc.retry_after
                 else:
                     delay = self.retry.backoff(attempt, self._rng)
                 if attempt >= self.retry.max_attempts or elapsed + delay > self.retry.max_elapsed_seconds:
                     raise type(exc)(
                         f"{exc.message}; gave up after {attempt} attempts in {elapsed:.1f}s",
                         connection=exc.connection, entity=exc.entity, status=exc.status,
-                        code=exc.code, request_id=exc.request_id,
-                    ) from exc
+                        code=exc.code, request_id=exc.request_id, retry_after=exc.retry_after,
+                    ) from None
                 self.stats.retries += 1
                 logger.warning("%s; retry %d in %.2fs", exc, attempt, delay)
-                if delay > 0:
-                    self._sleep(delay)
+                # the limiter holds this connection's next request: exactly the server's
+                # Retry-After, or the backoff
+                self.limiter.pause(delay, rate_limited=isinstance(exc, RateLimitError))
 
     def _get_json_once(self, url: str, params: Mapping[str, Any], entity: str) -> Tuple[Any, Optional[str]]:
         self.stats.throttle_seconds += self.limiter.acquire()
         context: Dict[str, Any] = {"connection": self.connection, "entity": entity}
         self.stats.requests += 1
+        sent_at = self.limiter.now()
         try:
             response = self._http.get(url, params=dict(params))
         except httpx.TimeoutException as exc:
@@ -286,15 +298,23 @@ class MakiniClient:
         except httpx.TransportError as exc:
             # connection refused/reset, or the body was cut off mid-way
             raise RetriableAPIError(f"transport error ({type(exc).__name__}: {exc})", **context) from None
-        self.limiter.observe(response.headers)
+        self.limiter.observe(response.headers, sent_at=sent_at)
         request_id = response.headers.get("x-request-id")
         context.update(status=response.status_code, request_id=request_id)
         if response.status_code == 200:
             try:
                 return orjson.loads(response.content), request_id
             except orjson.JSONDecodeError:
-                # a body cut off mid-JSON looks the same as a broken one: retry, then report
-                raise RetriableAPIError("200 answer is not valid JSON (cut off or malformed)", **context) from None
+                if response.content.lstrip()[:1] in (b"{", b"["):
+                    # JSON that stops early: a body cut off on the way; another try helps
+                    raise RetriableAPIError("200 answer is cut-off JSON", **context) from None
+                # a complete answer that is not JSON at all breaks the contract: stop
+                raise ContractViolationError(
+                    "200 answer is not JSON "
+                    f"({response.headers.get('content-type', 'no content type')}, "
+                    f"{len(response.content)} bytes)",
+                    field="body", **context,
+                ) from None
         raise _error_for(response, context)
 
 
@@ -313,7 +333,10 @@ def _error_for(response: httpx.Response, context: Dict[str, Any]) -> MakiniAPIEr
     if status == 429:
         return RateLimitError(f"rate limited: {text}", retry_after=parse_retry_after(response.headers.get("retry-after")), **context)
     if status >= 500 or status == 408:
-        return RetriableAPIError(f"server error: {text}", **context)
+        return RetriableAPIError(
+            f"server error: {text}", retry_after=parse_retry_after(response.headers.get("retry-after")),
+            **context,
+        )
     if status == 400:
         return BadRequestError(f"bad request: {text}", **context)
     if status == 401:

@@ -80,22 +80,18 @@ class _ContextError(MakiniError):
         context = ", ".join(p for p in parts if p)
         return f"{self.message} [{context}]" if context else self.message
 
+    def _context(self) -> dict:  # type: ignore[type-arg]
+        return {
+            "connection": self.connection,
+            "entity": self.entity,
+            "status": self.status,
+            "code": self.code,
+            "request_id": self.request_id,
+        }
+
     def __reduce__(self):  # type: ignore[no-untyped-def]
         # keyword-only arguments need help to survive pickling (dlt pickles step exceptions)
-        return (
-            _rebuild,
-            (
-                type(self),
-                self.message,
-                {
-                    "connection": self.connection,
-                    "entity": self.entity,
-                    "status": self.status,
-                    "code": self.code,
-                    "request_id": self.request_id,
-                },
-            ),
-        )
+        return (_rebuild, (type(self), self.message, self._context()))
 
 
 def _rebuild(cls: type, message: str, context: dict) -> "_ContextError":  # type: ignore[type-arg]
@@ -107,19 +103,22 @@ class MakiniAPIError(_ContextError):
 
 
 class RetriableAPIError(MakiniAPIError):
-    """A transient failure: retried with backoff until attempts or time run out."""
-
-
-class RateLimitError(RetriableAPIError):
-    """429: the connection's rate limit was hit.
+    """A transient failure: retried with backoff until attempts or time run out.
 
     Attributes:
-        retry_after: Seconds the server asked us to wait, if it said.
+        retry_after: Seconds the server asked us to wait (`Retry-After` of a 429 or 503), if it said.
     """
 
     def __init__(self, message: str, *, retry_after: Optional[float] = None, **context) -> None:  # type: ignore[no-untyped-def]
         self.retry_after = retry_after
         super().__init__(message, **context)
+
+    def _context(self) -> dict:  # type: ignore[type-arg]
+        return {**super()._context(), "retry_after": self.retry_after}
+
+
+class RateLimitError(RetriableAPIError):
+    """429: the connection's rate limit was hit; `retry_after` is the server's `Retry-After`."""
 
 
 class FatalAPIError(MakiniAPIError):
@@ -151,6 +150,13 @@ class ContractViolationError(_ContextError):
 
     def __init__(self, message: str, *, field: Optional[str] = None, **context) -> None:  # type: ignore[no-untyped-def]
         self.field = field
+        self.bare_message = message
         if field:
             message = f"{message} (field {field!r})"
         super().__init__(message, **context)
+
+    def _context(self) -> dict:  # type: ignore[type-arg]
+        return {**super()._context(), "field": self.field}
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (_rebuild, (type(self), self.bare_message, self._context()))

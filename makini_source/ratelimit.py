@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Callable, Mapping, Optional
+
+# An `X-RateLimit-Reset` this large is an epoch time, not a number of seconds.
+_EPOCH_THRESHOLD = 10**8
 
 
 class RateLimiter:
@@ -12,10 +16,19 @@ class RateLimiter:
 
     After each response the server says how many requests remain (`X-RateLimit-Remaining`)
     and in how many seconds the window resets (`X-RateLimit-Reset`). The limiter spreads the
-    remaining requests evenly over the rest of the window, so a long listing runs at nearly
-    the full allowed rate without being answered 429. It works with any window length.
-    One limiter serves one connection; it is thread-safe, so concurrent entity listings of a
-    connection share it.
+    remaining requests evenly over the rest of the window, and once none remain it holds the
+    next request until the window has certainly ended. So a long listing runs at nearly the
+    full allowed rate without being answered 429, whatever the window length.
+
+    `X-RateLimit-Reset` is usually whole seconds rounded up, so one answer only says that the
+    window ends within the second before `received + reset`. The limiter intersects these
+    intervals over the answers of one window: a few answers pin the end down to a fraction of
+    a second, and it waits until the latest possible end (never earlier, so no 429), not a
+    whole extra second.
+
+    One limiter serves one connection (one token); connections never share one, so one
+    connection's limit never slows another. It is thread-safe: concurrent listings of one
+    connection share its pace.
     """
 
     def __init__(
@@ -28,7 +41,16 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._next_slot = 0.0
         self._interval = 0.0
+        self._hold_until = 0.0
+        # the current window's end lies in (_end_low, _end_high], on this limiter's clock
+        self._end_low: Optional[float] = None
+        self._end_high: Optional[float] = None
+        self._remaining: Optional[float] = None
         self.waited_seconds = 0.0
+
+    def now(self) -> float:
+        """The limiter's clock (pass its value as `observe(..., sent_at=)`)."""
+        return self._clock()
 
     def acquire(self) -> float:
         """Blocks until this connection may send its next request.
@@ -38,41 +60,83 @@ class RateLimiter:
         """
         with self._lock:
             now = self._clock()
-            slot = max(now, self._next_slot)
+            slot = max(now, self._next_slot, self._hold_until)
             self._next_slot = slot + self._interval
         delay = slot - now
         if delay > 0:
             self._sleep(delay)
             with self._lock:
                 self.waited_seconds += delay
-        return delay
+        return max(delay, 0.0)
 
-    def observe(self, headers: Mapping[str, str]) -> None:
-        """Adjusts the pace from a response's rate-limit headers (absent headers: no change)."""
+    def observe(self, headers: Mapping[str, str], sent_at: Optional[float] = None) -> None:
+        """Sets the pace from a response's rate-limit headers (absent headers: no change).
+
+        Args:
+            headers: The response headers (case-insensitive mapping).
+            sent_at: When the request was sent, on `now()`'s clock (default: now). It bounds
+                the window's end from below, which helps tell windows apart.
+        """
         remaining = _number(headers.get("x-ratelimit-remaining"))
         reset = _number(headers.get("x-ratelimit-reset"))
         if remaining is None or reset is None:
             return
+        if reset > _EPOCH_THRESHOLD:  # some servers send the reset as an epoch time
+            reset = max(0.0, reset - time.time())
+        granularity = 1.0 if reset == math.floor(reset) else 0.0  # rounded up to whole seconds
         with self._lock:
             now = self._clock()
-            if remaining <= 0:
-                # nothing left in this window: the next request waits for the reset
-                self._interval = 0.0
-                self._next_slot = max(self._next_slot, now + reset)
+            sent = now if sent_at is None else min(sent_at, now)
+            low, high = sent + reset - granularity, now + reset
+            same_window = (
+                self._end_high is not None
+                and self._end_low is not None
+                and self._remaining is not None
+                and remaining <= self._remaining
+                and low < self._end_high
+                and high > self._end_low
+            )
+            if same_window:
+                assert self._end_low is not None and self._end_high is not None
+                self._end_low = max(self._end_low, low)
+                self._end_high = min(self._end_high, high)
             else:
-                self._interval = reset / remaining
-                self._next_slot = max(self._next_slot, now + self._interval)
+                self._end_low, self._end_high = low, high
+            self._remaining = remaining
+            left = max(0.0, self._end_high - now)
+            if remaining <= 0:
+                # nothing left in this window: the next request waits until it has ended
+                self._interval = 0.0
+                self._next_slot = now + left
+            else:
+                # `remaining` more requests fit before the end, and the one after them goes
+                # at the end: remaining + 1 equal steps
+                self._interval = left / (remaining + 1)
+                self._next_slot = now + self._interval
 
-    def pause(self, seconds: float) -> None:
-        """Holds every request of this connection for `seconds` (after a 429's Retry-After)."""
+    def pause(self, seconds: float, rate_limited: bool = False) -> None:
+        """Holds this connection's next request for `seconds`.
+
+        Args:
+            seconds: How long to hold (a backoff, or the server's `Retry-After`).
+            rate_limited: The wait is a 429's `Retry-After`: the server knows its window better
+                than our estimate, so the next request goes exactly then, and the estimate
+                starts afresh. Otherwise the pace still applies on top of the hold.
+        """
         with self._lock:
-            self._next_slot = max(self._next_slot, self._clock() + seconds)
+            until = self._clock() + seconds
+            if rate_limited:
+                self._hold_until = self._next_slot = until
+                self._end_low = self._end_high = self._remaining = None
+            else:
+                self._hold_until = max(self._hold_until, until)
 
 
 def _number(value: Optional[str]) -> Optional[float]:
     if value is None:
         return None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         return None
+    return number if math.isfinite(number) and number >= 0 else None
