@@ -166,6 +166,42 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
+class RssSampler:
+    """Samples this process's RSS every 50 ms, to tell which pipeline step held the peak."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.samples: List[tuple] = []
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with open("/proc/self/statm") as statm:
+            while not self._stop.is_set():
+                statm.seek(0)
+                self.samples.append((time.time(), int(statm.read().split()[1]) * self._page / 2**20))
+                self._stop.wait(0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def peaks_by_step(self, pipeline: Any) -> Dict[str, float]:
+        """Peak RSS (MB) sampled during each step of the pipeline's last run."""
+        peaks: Dict[str, float] = {}
+        for step in pipeline.last_trace.steps:
+            if step.step == "run" or step.finished_at is None:
+                continue
+            start, end = step.started_at.timestamp(), step.finished_at.timestamp()
+            inside = [rss for t, rss in self.samples if start <= t <= end]
+            if inside:
+                peaks[step.step] = max(inside)
+        return peaks
+
+
 def mode_floor(args: Dict[str, Any]) -> Dict[str, Any]:
     """Fetch and parse every page of every entity; store nothing."""
     import httpx
@@ -192,11 +228,15 @@ def mode_floor(args: Dict[str, Any]) -> Dict[str, Any]:
 
 def _pipeline(args: Dict[str, Any], name: str) -> Any:
     import dlt
+    from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
     workdir = Path(args["workdir"])
+    credentials = DuckDbCredentials(str(workdir / f"{name}.duckdb"))  # not named like the dataset
+    if args.get("duckdb_memory_limit"):
+        credentials.global_config = {"memory_limit": args["duckdb_memory_limit"]}
     return dlt.pipeline(
         pipeline_name=name,
-        destination=dlt.destinations.duckdb(str(workdir / f"{name}.duckdb")),  # not named like the dataset
+        destination=dlt.destinations.duckdb(credentials),
         dataset_name=DATASET,
         pipelines_dir=str(workdir / "pipelines"),
     )
@@ -244,12 +284,14 @@ def mode_peer(args: Dict[str, Any]) -> Dict[str, Any]:
         name="makini_rest_api",
     )
     pipeline = _pipeline(args, "bench_peer")
+    sampler = RssSampler()
     started = time.perf_counter()
     pipeline.run(source, loader_file_format="parquet")
     wall = time.perf_counter() - started
+    sampler.stop()
     rows = _loaded_rows(pipeline)
     records = sum(n for t, n in rows.items() if t in {v[0] for v in ENTITY_PAGES.values()})
-    return {"wall": wall, "records": records, "rows": rows}
+    return {"wall": wall, "records": records, "rows": rows, "step_rss_mb": sampler.peaks_by_step(pipeline)}
 
 
 def mode_makini(args: Dict[str, Any]) -> Dict[str, Any]:
@@ -261,16 +303,26 @@ def mode_makini(args: Dict[str, Any]) -> Dict[str, Any]:
         base_url=args["url"], connections=args["connections"], page_size=args.get("page_size"),
         max_elapsed_seconds=600.0,
     )
+    sampler = RssSampler()
     started = time.perf_counter()
     pipeline.run(source, loader_file_format="parquet")
     wall = time.perf_counter() - started
+    sampler.stop()
     failures = connection_failures(source)
     if failures:
         raise RuntimeError(f"connections failed: {failures}")
     rows = _loaded_rows(pipeline)
     records = sum(n for t, n in rows.items() if t in {v[0] for v in ENTITY_PAGES.values()})
     counts = _table_counts(pipeline, ["purchase_orders", "purchase_order_line_items"])
-    return {"wall": wall, "records": records, "rows": rows, "destination": counts}
+    steps = {
+        step.step: (step.finished_at - step.started_at).total_seconds()
+        for step in pipeline.last_trace.steps
+        if step.step != "run" and step.finished_at is not None
+    }
+    return {
+        "wall": wall, "records": records, "rows": rows, "destination": counts,
+        "step_seconds": steps, "step_rss_mb": sampler.peaks_by_step(pipeline),
+    }
 
 
 CHILD_MODES = {"floor": mode_floor, "peer": mode_peer, "makini": mode_makini}
@@ -310,7 +362,7 @@ def run_once(
 ) -> Dict[str, Dict[str, Any]]:
     """One round of the selected modes; returns mode -> figures."""
     results: Dict[str, Dict[str, Any]] = {}
-    big = {"url": sandbox.url, "workdir": str(workdir)}
+    big = {"url": sandbox.url, "workdir": str(workdir), "duckdb_memory_limit": opts.duckdb_memory_limit}
     token = sandbox.tokens[BENCH_CONNECTION]
     for mode in ("floor", "peer"):
         if mode in modes:
@@ -411,6 +463,16 @@ def summarize(rounds: List[Dict[str, Dict[str, Any]]], opts: argparse.Namespace)
             "peak_rss_mb": statistics.median(x["peak_rss_mb"] for x in runs),
             "cpu_seconds": statistics.median(x["cpu_seconds"] for x in runs),
         }
+        steps = {k for x in runs for k in x.get("step_rss_mb", {})}
+        if steps:
+            row["step_peak_rss_mb"] = {
+                k: statistics.median(x["step_rss_mb"][k] for x in runs if k in x.get("step_rss_mb", {})) for k in steps
+            }
+        secs = {k for x in runs for k in x.get("step_seconds", {})}
+        if secs:
+            row["step_seconds"] = {
+                k: statistics.median(x["step_seconds"][k] for x in runs if k in x.get("step_seconds", {})) for k in secs
+            }
         if mode == "ratelimited":
             row.update(
                 pct_of_3r=statistics.median(x["pct_of_3r"] for x in runs),
@@ -445,6 +507,15 @@ def print_table(summary: Dict[str, Any], opts: argparse.Namespace) -> None:
             f"{mode:<12} {row['wall_seconds']:9.2f} {row['records']:>10,} {row['records_per_second']:>11,.0f} "
             f"{row['peak_rss_mb']:>12.0f} {row['cpu_seconds']:>7.1f}  {runs}"
         )
+    for mode, row in summary["modes"].items():
+        if "step_peak_rss_mb" in row:
+            order = ("extract", "normalize", "load")
+            parts = ", ".join(
+                f"{k} {row.get('step_seconds', {}).get(k, float('nan')):.1f} s / {row['step_peak_rss_mb'][k]:.0f} MB"
+                if k in row.get("step_seconds", {}) else f"{k} {row['step_peak_rss_mb'][k]:.0f} MB"
+                for k in order if k in row["step_peak_rss_mb"]
+            )
+            print(f"  {mode} by step: {parts}")
     for name, value in summary["ratios"].items():
         print(f"{name:<18} {value:.3f}")
     rl = summary["modes"].get("ratelimited")
@@ -466,6 +537,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--rate-window", type=float, default=10.0, help="rate-limit window in seconds (limit scaled to it)")
     parser.add_argument("--rate-pos", type=int, default=2000, help="POs per rate-limited connection")
     parser.add_argument("--rate-page-size", type=int, default=10, help="page size in the rate-limited run")
+    parser.add_argument(
+        "--duckdb-memory-limit", default=None,
+        help="DuckDB memory_limit for the peer and makini loads (e.g. 256MB; default: DuckDB's own, 80%% of RAM)",
+    )
     parser.add_argument("--workdir", default=None, help="keep DuckDB files and pipelines here (default: a temp dir)")
     opts = parser.parse_args(argv)
     unknown = set(opts.modes.split(",")) - set(MODES)
