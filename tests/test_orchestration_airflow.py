@@ -28,6 +28,9 @@ if os.environ.get("CI"):
 else:
     pytest.importorskip("airflow")
 
+# ~75 s on an idle 2-core machine (migrate ~13 s, 13 tasks); allow for a loaded CI box
+pytestmark = pytest.mark.timeout(900)
+
 REPO = Path(__file__).resolve().parents[1]
 TABLES = [
     "purchase_orders", "purchase_order_line_items", "vendors", "materials", "sites", "assets",
