@@ -6,10 +6,18 @@ through the admin API, so tests stay independent and fast.
 
 from __future__ import annotations
 
+import os
+
+# With Airflow installed, dlt asks Airflow Variables on every config lookup (seconds per run
+# and noisy logs); these tests configure everything through arguments and environment
+# variables. Set before dlt reads its configuration.
+os.environ.setdefault("PROVIDERS__ENABLE_AIRFLOW_SECRETS", "false")
+
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any
 
 import dlt
 import httpx
@@ -28,17 +36,34 @@ ENTITY_PATHS = {
 }
 
 
-def small_connections(purchase_orders: int = 25) -> List[ConnectionConfig]:
+def small_connections(purchase_orders: int = 25) -> list[ConnectionConfig]:
     """Two connections with colliding keys and different custom fields, a few records each."""
     return [
         ConnectionConfig(
-            name="acme", token="tok_acme", purchase_orders=purchase_orders, vendors=12,
-            materials=9, sites=3, assets=7, work_orders=8,
-            custom_fields={"Cost Center": "string", "projectCode": "integer", "approved": "boolean"},
+            name="acme",
+            token="tok_acme",
+            purchase_orders=purchase_orders,
+            vendors=12,
+            materials=9,
+            sites=3,
+            assets=7,
+            work_orders=8,
+            custom_fields={
+                "Cost Center": "string",
+                "projectCode": "integer",
+                "approved": "boolean",
+            },
         ),
         ConnectionConfig(
-            name="globex", token="tok_globex", system="IBM Maximo", purchase_orders=purchase_orders,
-            vendors=10, materials=8, sites=2, assets=6, work_orders=5,
+            name="globex",
+            token="tok_globex",
+            system="IBM Maximo",
+            purchase_orders=purchase_orders,
+            vendors=10,
+            materials=8,
+            sites=2,
+            assets=6,
+            work_orders=5,
             custom_fields={"Cost Center": "integer", "Budget Amount": "number", "Region": "string"},
         ),
     ]
@@ -49,7 +74,7 @@ class Sandbox:
     """A running sandbox reset to one test's configuration."""
 
     url: str
-    tokens: Dict[str, str]
+    tokens: dict[str, str]
     admin: httpx.Client
 
     def post(self, path: str, body: Any = None) -> Any:
@@ -57,7 +82,9 @@ class Sandbox:
         response.raise_for_status()
         return response.json()
 
-    def put_record(self, connection: str, entity: str, key: str, fields: Dict[str, Any], pending: bool = False) -> Any:
+    def put_record(
+        self, connection: str, entity: str, key: str, fields: dict[str, Any], pending: bool = False
+    ) -> Any:
         response = self.admin.put(
             f"/_admin/connections/{connection}/{entity}/{key}",
             json=fields,
@@ -78,7 +105,7 @@ class Sandbox:
         for name in self.tokens:
             self.sync(name)
 
-    def sync_status(self, connection: str) -> Dict[str, Any]:
+    def sync_status(self, connection: str) -> dict[str, Any]:
         response = httpx.get(
             f"{self.url}/api/v1/sync-status",
             headers={"Authorization": f"Bearer {self.tokens[connection]}"},
@@ -86,11 +113,19 @@ class Sandbox:
         response.raise_for_status()
         return response.json()["data"]
 
-    def records(self, entity: str, connection: str, include_deleted: bool = True, **params: Any) -> List[Dict[str, Any]]:
+    def records(
+        self, entity: str, connection: str, include_deleted: bool = True, **params: Any
+    ) -> list[dict[str, Any]]:
         """Every record of a listing, read with plain httpx: the tests' oracle."""
-        out: List[Dict[str, Any]] = []
-        query: Dict[str, Any] = {"limit": 100, "include_deleted": str(include_deleted).lower(), **params}
-        with httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.tokens[connection]}"}) as client:
+        out: list[dict[str, Any]] = []
+        query: dict[str, Any] = {
+            "limit": 100,
+            "include_deleted": str(include_deleted).lower(),
+            **params,
+        }
+        with httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.tokens[connection]}"}
+        ) as client:
             while True:
                 response = client.get(f"/api/v1/{ENTITY_PATHS[entity]}", params=query)
                 response.raise_for_status()
@@ -100,9 +135,9 @@ class Sandbox:
                     return out
                 query = {"cursor": body["next_cursor"], "limit": 100}
 
-    def snapshot(self, entity: str) -> Dict[Tuple[str, str], Dict[str, Any]]:
+    def snapshot(self, entity: str) -> dict[tuple[str, str], dict[str, Any]]:
         """(connection, key) -> newest record, across every connection."""
-        result: Dict[Tuple[str, str], Dict[str, Any]] = {}
+        result: dict[tuple[str, str], dict[str, Any]] = {}
         for connection in self.tokens:
             for record in self.records(entity, connection):
                 result[(connection, record["key"])] = record
@@ -121,9 +156,9 @@ def sandbox_server() -> Iterator[SandboxServer]:
 
 @pytest.fixture
 def sandbox_factory(sandbox_server: SandboxServer) -> Iterator[Any]:
-    clients: List[httpx.Client] = []
+    clients: list[httpx.Client] = []
 
-    def make(config: Optional[SandboxConfig] = None) -> Sandbox:
+    def make(config: SandboxConfig | None = None) -> Sandbox:
         config = config or SandboxConfig(connections=small_connections())
         admin = httpx.Client(base_url=sandbox_server.url, timeout=30)
         clients.append(admin)
@@ -160,7 +195,7 @@ class Loader:
         info.raise_on_failed_jobs()
         return info
 
-    def query(self, sql: str) -> List[Tuple[Any, ...]]:
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
         with self.pipeline.sql_client() as client:
             return [tuple(row) for row in client.execute_sql(sql)]
 
@@ -168,12 +203,14 @@ class Loader:
         with self.pipeline.sql_client() as client:
             return client.make_qualified_table_name(name)
 
-    def rows(self, table: str) -> Dict[Tuple[str, str], Dict[str, Any]]:
+    def rows(self, table: str) -> dict[tuple[str, str], dict[str, Any]]:
         """(connection_id, key) -> row; fails on duplicate keys."""
         with self.pipeline.sql_client() as client:
-            with client.execute_query(f"SELECT * FROM {client.make_qualified_table_name(table)}") as cursor:
+            with client.execute_query(
+                f"SELECT * FROM {client.make_qualified_table_name(table)}"
+            ) as cursor:
                 names = [d[0] for d in cursor.description]
-                result: Dict[Tuple[str, str], Dict[str, Any]] = {}
+                result: dict[tuple[str, str], dict[str, Any]] = {}
                 for values in cursor.fetchall():
                     row = dict(zip(names, values))
                     key = (row["connection_id"], row["key"])
@@ -181,10 +218,11 @@ class Loader:
                     result[key] = row
                 return result
 
-    def watermarks(self, resource: str) -> Dict[str, str]:
+    def watermarks(self, resource: str) -> dict[str, str]:
         sources = self.pipeline.state.get("sources", {})
-        return sources.get("makini", {}).get("resources", {}).get(resource, {}).get("watermarks", {})
-
+        return (
+            sources.get("makini", {}).get("resources", {}).get(resource, {}).get("watermarks", {})
+        )
 
 
 # --- Real destinations: DuckDB files and a throwaway PostgreSQL cluster -----------------------
@@ -195,14 +233,14 @@ class Loader:
 # Without the binaries those runs are skipped, unless MAKINI_REQUIRE_POSTGRES=1 (CI), which
 # makes them fail. MAKINI_TEST_DESTINATIONS=duckdb,postgres runs every `loader` test on both.
 
-import glob  # noqa: E402
-import os  # noqa: E402
-import pwd  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
+import glob
+import os
+import pwd
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
 
 POSTGRES_USER = "postgres"
 POSTGRES_PASSWORD = "makini-test-pw"
@@ -227,14 +265,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("loader", destinations, indirect=True)
 
 
-def postgres_bin_dir() -> Optional[Path]:
+def postgres_bin_dir() -> Path | None:
     """The newest PostgreSQL server binaries installed (Debian layout), or None."""
 
-    def version(path: str) -> Tuple[int, ...]:
+    def version(path: str) -> tuple[int, ...]:
         return tuple(int(part) for part in re.findall(r"\d+", Path(path).parent.name)) or (0,)
 
     for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True):
-        if all(os.access(Path(candidate) / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
+        if all(
+            os.access(Path(candidate) / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")
+        ):
             return Path(candidate)
     found = shutil.which("pg_ctl")
     if found and shutil.which("initdb"):
@@ -260,7 +300,7 @@ class PostgresServer:
         self.root = Path(tempfile.mkdtemp(prefix="makini-pg-"))
         self.data = self.root / "data"
         self.port = 0
-        self._as_user: List[str] = []
+        self._as_user: list[str] = []
         if os.geteuid() == 0:
             account = pwd.getpwnam(POSTGRES_USER)  # KeyError: no `postgres` user
             os.chown(self.root, account.pw_uid, account.pw_gid)
@@ -269,19 +309,32 @@ class PostgresServer:
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [*self._as_user, *args], cwd=self.root, capture_output=True, text=True, timeout=120,
+            [*self._as_user, *args],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=120,
             check=check,
         )
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         password_file = self.root / "pw"
         password_file.write_text(POSTGRES_PASSWORD + "\n")
         if self._as_user:
             shutil.chown(password_file, POSTGRES_USER, POSTGRES_USER)
         self._run(
-            str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", POSTGRES_USER,
-            f"--pwfile={password_file}", "--auth-local=trust", "--auth-host=scram-sha-256",
-            "-E", "UTF8", "--locale=C", "--no-sync",
+            str(self.bin_dir / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            POSTGRES_USER,
+            f"--pwfile={password_file}",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
         )
         password_file.unlink()
         last_error = ""
@@ -292,8 +345,18 @@ class PostgresServer:
                 "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
             )
             result = self._run(
-                str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),
-                "-w", "-t", "60", "-o", options, "start", check=False,
+                str(self.bin_dir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.root / "log"),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                options,
+                "start",
+                check=False,
             )
             if result.returncode == 0:
                 self.create_database("makini_test")
@@ -304,7 +367,16 @@ class PostgresServer:
 
     def stop(self) -> None:
         if self.port and (self.data / "postmaster.pid").exists():
-            self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
+            self._run(
+                str(self.bin_dir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+                check=False,
+            )
         shutil.rmtree(self.root, ignore_errors=True)
 
     def dsn(self, database: str = "makini_test") -> str:
@@ -315,7 +387,7 @@ class PostgresServer:
         """Connection string of the session's database `makini_test`."""
         return self.dsn()
 
-    def create_database(self, name: Optional[str] = None) -> str:
+    def create_database(self, name: str | None = None) -> str:
         """Creates an empty database; returns its connection string."""
         import psycopg2
 
@@ -378,5 +450,7 @@ def loader(request: pytest.FixtureRequest, sandbox: Sandbox, tmp_path: Path) -> 
         return Loader(sandbox, tmp_path)
     if destination_name == "postgres":
         server: PostgresServer = request.getfixturevalue("postgres_server")
-        return Loader(sandbox, tmp_path, dlt.destinations.postgres(credentials=server.create_database()))
+        return Loader(
+            sandbox, tmp_path, dlt.destinations.postgres(credentials=server.create_database())
+        )
     raise ValueError(f"unknown test destination {destination_name!r}")
