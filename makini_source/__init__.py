@@ -352,19 +352,32 @@ def _main_hints(spec: EntitySpec, options: _ReadOptions) -> Any:
 
 
 def _child_hints(spec: EntitySpec, options: _ReadOptions) -> Any:
-    """Hints of the child table: each loaded PO replaces all of its lines."""
+    """Hints of the child table: each loaded PO replaces all of its lines.
+
+    The merge deletes every destination line of each PO in the load (the destination scope,
+    an equi-join on the PO key) and inserts the loaded lines, deduplicated on the primary key
+    (a package resumed after a crash may stage the same rows twice). dlt's `merge_key` would
+    delete on `primary key OR merge key`, which DuckDB cannot hash-join: an incremental run
+    at 500k lines spent a minute in that one statement.
+    """
+    scope = (
+        f"EXISTS (SELECT 1 FROM {{staging_table}} AS s"
+        f" WHERE s.{CONNECTION_COLUMN} = {{table}}.{CONNECTION_COLUMN}"
+        f" AND s.{PARENT_KEY_COLUMN} = {{table}}.{PARENT_KEY_COLUMN})"
+    )
     return dlt.mark.make_hints(
         table_name=spec.child_table,
-        write_disposition={"disposition": "merge", "strategy": "delete-insert"},
-        # Merging on the PO alone (no primary key) keeps the delete a plain equi-join: with
-        # both keys dlt deletes on `pk OR merge key`, which DuckDB cannot hash-join (an
-        # incremental run spent a minute in that one statement at 500k lines). A run never
-        # reads one PO twice (the window ends at last_sync_at), so no dedup is needed.
-        merge_key=(CONNECTION_COLUMN, PARENT_KEY_COLUMN),
+        write_disposition={
+            "disposition": "merge",
+            "strategy": "delete-insert",
+            "destination_scope": scope,
+        },
+        primary_key=(CONNECTION_COLUMN, "key"),
         columns={
             CONNECTION_COLUMN: {"data_type": "text", "nullable": False},
             "key": {"data_type": "text", "nullable": False},
             PARENT_KEY_COLUMN: {"data_type": "text", "nullable": False},
+            PARENT_VERSION_COLUMN: {"dedup_sort": "desc"},
             LINE_MARKER_COLUMN: {"data_type": "bool", "hard_delete": True},
         },
         file_format="parquet",
