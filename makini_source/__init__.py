@@ -29,7 +29,7 @@ import httpx
 from dlt.common.typing import TSecretStrValue
 from dlt.extract import DltResource
 
-from makini_source.client import MakiniClient, RetryPolicy, SyncStatus
+from makini_source.client import MakiniClient, Page, RetryPolicy, SyncStatus
 from makini_source.exceptions import (
     ConfigurationError,
     ConnectionsFailed,
@@ -40,8 +40,8 @@ from makini_source.exceptions import (
     ReauthorizationRequired,
     RetriableAPIError,
 )
-from makini_source.records import RecordConverter
 from makini_source.readahead import DONE, ReadAhead, interleave
+from makini_source.records import RecordConverter
 from makini_source.settings import (
     CONNECTION_COLUMN,
     DEFAULT_BASE_URL,
@@ -213,24 +213,30 @@ def _entity_resource(
     def read_entity() -> Iterator[Any]:
         state = dlt.current.resource_state().setdefault("watermarks", {})
         # every connection's listing runs at once (pages fetched ahead on background
-        # threads); connections take turns, page by page, in their configured order
+        # threads); connections take turns, page by page, among those whose page arrived
+        ahead: dict[str, ReadAhead[Any]] = {}
         readers = [
-            (connection, _read_connection(spec, connection, options, state))
+            (connection, _read_connection(spec, connection, options, state, ahead))
             for connection in connections
             if connection.failure is None
         ]
+
+        def ready(connection: Connection) -> bool:
+            pages = ahead.get(connection.name)
+            return pages is None or pages.ready()
 
         def isolate(connection: Connection, exc: BaseException) -> bool:
             if not isinstance(exc, (ReauthorizationRequired, RetriableAPIError)):
                 return False
             # this connection is broken for this run; the others still load and commit
             connection.failure = exc
-            logger.error(
-                "connection %s failed, skipping it for this run: %s", connection.name, exc
-            )
+            logger.error("connection %s failed, skipping it for this run: %s", connection.name, exc)
             return True
 
-        yield from interleave(readers, isolate, skip=lambda c: c.failure is not None)
+        for page_items in interleave(
+            readers, isolate, skip=lambda c: c.failure is not None, ready=ready
+        ):
+            yield from page_items
 
     resource = dlt.resource(
         read_entity,
@@ -270,9 +276,14 @@ def raise_on_connection_failures(source: Any) -> None:
 
 
 def _read_connection(
-    spec: EntitySpec, connection: Connection, options: _ReadOptions, state: dict[str, str]
-) -> Iterator[Any]:
-    """Yields the Arrow tables of one entity of one connection, then advances its watermark."""
+    spec: EntitySpec,
+    connection: Connection,
+    options: _ReadOptions,
+    state: dict[str, str],
+    ahead: dict[str, ReadAhead[Any]],
+) -> Iterator[list[Any]]:
+    """Yields the Arrow tables of each page of one entity of one connection (a list per page),
+    then advances its watermark. Its page fetcher is registered in `ahead`."""
     window = plan_window(
         state.get(connection.name),
         options.start_date,
@@ -300,16 +311,24 @@ def _read_connection(
         connection.client.iter_pages(spec.name, spec.path, params, page_size),
         name=f"makini-{connection.name}-{spec.name}",
     )
+    ahead[connection.name] = pages
     try:
         while (page := pages.next()) is not DONE:
+            assert isinstance(page, Page)
             tables = converter.convert(page.records, page.request_id)
+            items = []
             if tables.main is not None:
                 connection.count_rows(spec.table, tables.main.num_rows)
-                yield dlt.mark.with_hints(tables.main, main_hints, create_table_variant=True)
+                items.append(
+                    dlt.mark.with_hints(tables.main, main_hints, create_table_variant=True)
+                )
             if tables.children is not None:
                 assert spec.child_table is not None and child_hints is not None
                 connection.count_rows(spec.child_table, tables.live_children)
-                yield dlt.mark.with_hints(tables.children, child_hints, create_table_variant=True)
+                items.append(
+                    dlt.mark.with_hints(tables.children, child_hints, create_table_variant=True)
+                )
+            yield items
     except PermissionDeniedError as exc:
         if options.on_permission_denied == "fail":
             raise

@@ -9,12 +9,14 @@ import email.utils
 import logging
 import random
 import time
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import orjson
+from typing_extensions import Self
 
 from makini_source.exceptions import (
     BadRequestError,
@@ -73,22 +75,22 @@ class RetryPolicy:
 class Page:
     """One page of a listing."""
 
-    records: List[Dict[str, Any]]
-    next_cursor: Optional[str]
-    total_count: Optional[int]
-    request_id: Optional[str]
+    records: list[dict[str, Any]]
+    next_cursor: str | None
+    total_count: int | None
+    request_id: str | None
 
 
 @dataclass
 class SyncStatus:
     """The connection's `GET /sync-status` answer."""
 
-    connection_id: Optional[str]
-    system: Optional[str]
-    status: Optional[str]
-    initial_sync_completed: Optional[bool]
-    last_sync_at: Optional[str]
-    last_sync_status: Optional[str]
+    connection_id: str | None
+    system: str | None
+    status: str | None
+    initial_sync_completed: bool | None
+    last_sync_at: str | None
+    last_sync_status: str | None
 
 
 @dataclass
@@ -107,7 +109,7 @@ class BearerAuth(httpx.Auth):
     def __init__(self, token: str) -> None:
         self._token = token
 
-    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["Authorization"] = f"Bearer {self._token}"
         yield request
 
@@ -151,10 +153,10 @@ class MakiniClient:
         base_url: str,
         token: str,
         connection: str,
-        retry: Optional[RetryPolicy] = None,
-        transport: Optional[httpx.BaseTransport] = None,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
         allow_insecure_http: bool = False,
-        limiter: Optional[RateLimiter] = None,
+        limiter: RateLimiter | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not token:
@@ -180,7 +182,7 @@ class MakiniClient:
         """Closes the connection pool."""
         self._http.close()
 
-    def __enter__(self) -> "MakiniClient":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -233,14 +235,17 @@ class MakiniClient:
                 paginator.update(page.next_cursor)
             except ValueError as exc:
                 raise ContractViolationError(
-                    str(exc), connection=self.connection, entity=entity, request_id=request_id,
+                    str(exc),
+                    connection=self.connection,
+                    entity=entity,
+                    request_id=request_id,
                     field="next_cursor",
                 ) from None
             yield page
 
     # --- internals --------------------------------------------------------------------
 
-    def _parse_page(self, body: Any, entity: str, request_id: Optional[str]) -> Page:
+    def _parse_page(self, body: Any, entity: str, request_id: str | None) -> Page:
         context = {"connection": self.connection, "entity": entity, "request_id": request_id}
         if not isinstance(body, dict):
             raise ContractViolationError("list answer is not a JSON object", **context)
@@ -248,11 +253,15 @@ class MakiniClient:
         if not isinstance(records, list):
             raise ContractViolationError("list answer has no 'data' array", field="data", **context)
         if "next_cursor" not in body:
-            raise ContractViolationError("list answer has no 'next_cursor'", field="next_cursor", **context)
+            raise ContractViolationError(
+                "list answer has no 'next_cursor'", field="next_cursor", **context
+            )
         total = body.get("total_count")
-        return Page(records, body["next_cursor"], total if isinstance(total, int) else None, request_id)
+        return Page(
+            records, body["next_cursor"], total if isinstance(total, int) else None, request_id
+        )
 
-    def _get_json(self, url: str, params: Mapping[str, Any], entity: str) -> Tuple[Any, Optional[str]]:
+    def _get_json(self, url: str, params: Mapping[str, Any], entity: str) -> tuple[Any, str | None]:
         """GET with pacing and retries; returns the parsed body and the request id.
 
         Transient failures (429, 5xx, timeouts, resets, cut-off bodies) are retried: a
@@ -274,11 +283,18 @@ class MakiniClient:
                     delay = exc.retry_after
                 else:
                     delay = self.retry.backoff(attempt, self._rng)
-                if attempt >= self.retry.max_attempts or elapsed + delay > self.retry.max_elapsed_seconds:
+                if (
+                    attempt >= self.retry.max_attempts
+                    or elapsed + delay > self.retry.max_elapsed_seconds
+                ):
                     raise type(exc)(
                         f"{exc.message}; gave up after {attempt} attempts in {elapsed:.1f}s",
-                        connection=exc.connection, entity=exc.entity, status=exc.status,
-                        code=exc.code, request_id=exc.request_id, retry_after=exc.retry_after,
+                        connection=exc.connection,
+                        entity=exc.entity,
+                        status=exc.status,
+                        code=exc.code,
+                        request_id=exc.request_id,
+                        retry_after=exc.retry_after,
                     ) from None
                 self.stats.retries += 1
                 logger.warning("%s; retry %d in %.2fs", exc, attempt, delay)
@@ -286,18 +302,24 @@ class MakiniClient:
                 # Retry-After, or the backoff
                 self.limiter.pause(delay, rate_limited=isinstance(exc, RateLimitError))
 
-    def _get_json_once(self, url: str, params: Mapping[str, Any], entity: str) -> Tuple[Any, Optional[str]]:
+    def _get_json_once(
+        self, url: str, params: Mapping[str, Any], entity: str
+    ) -> tuple[Any, str | None]:
         self.stats.throttle_seconds += self.limiter.acquire()
-        context: Dict[str, Any] = {"connection": self.connection, "entity": entity}
+        context: dict[str, Any] = {"connection": self.connection, "entity": entity}
         self.stats.requests += 1
         sent_at = self.limiter.now()
         try:
             response = self._http.get(url, params=dict(params))
         except httpx.TimeoutException as exc:
-            raise RetriableAPIError(f"request timed out ({type(exc).__name__})", **context) from None
+            raise RetriableAPIError(
+                f"request timed out ({type(exc).__name__})", **context
+            ) from None
         except httpx.TransportError as exc:
             # connection refused/reset, or the body was cut off mid-way
-            raise RetriableAPIError(f"transport error ({type(exc).__name__}: {exc})", **context) from None
+            raise RetriableAPIError(
+                f"transport error ({type(exc).__name__}: {exc})", **context
+            ) from None
         self.limiter.observe(response.headers, sent_at=sent_at)
         request_id = response.headers.get("x-request-id")
         context.update(status=response.status_code, request_id=request_id)
@@ -313,12 +335,13 @@ class MakiniClient:
                     "200 answer is not JSON "
                     f"({response.headers.get('content-type', 'no content type')}, "
                     f"{len(response.content)} bytes)",
-                    field="body", **context,
+                    field="body",
+                    **context,
                 ) from None
         raise _error_for(response, context)
 
 
-def _error_for(response: httpx.Response, context: Dict[str, Any]) -> MakiniAPIError:
+def _error_for(response: httpx.Response, context: dict[str, Any]) -> MakiniAPIError:
     """Maps an error response to the exception class of its status."""
     status = response.status_code
     code, message = None, None
@@ -327,14 +350,21 @@ def _error_for(response: httpx.Response, context: Dict[str, Any]) -> MakiniAPIEr
         code, message = error.get("code"), error.get("message")
         context["request_id"] = context.get("request_id") or error.get("request_id")
     except (orjson.JSONDecodeError, AttributeError):
-        message = f"non-JSON {status} body ({response.headers.get('content-type', 'no content type')})"
+        message = (
+            f"non-JSON {status} body ({response.headers.get('content-type', 'no content type')})"
+        )
     context["code"] = code
     text = message or response.reason_phrase
     if status == 429:
-        return RateLimitError(f"rate limited: {text}", retry_after=parse_retry_after(response.headers.get("retry-after")), **context)
+        return RateLimitError(
+            f"rate limited: {text}",
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            **context,
+        )
     if status >= 500 or status == 408:
         return RetriableAPIError(
-            f"server error: {text}", retry_after=parse_retry_after(response.headers.get("retry-after")),
+            f"server error: {text}",
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
             **context,
         )
     if status == 400:
@@ -350,7 +380,7 @@ def _error_for(response: httpx.Response, context: Dict[str, Any]) -> MakiniAPIEr
     return FatalAPIError(f"unexpected HTTP {status}: {text}", **context)
 
 
-def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a `Retry-After` header: delta-seconds or an HTTP-date.
 
     Returns:

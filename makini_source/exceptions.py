@@ -19,8 +19,6 @@ Makini's error code and the request id, and never the token::
 
 from __future__ import annotations
 
-from typing import Optional
-
 
 class MakiniError(Exception):
     """Base class of every error this package raises."""
@@ -37,11 +35,12 @@ class ConnectionsFailed(MakiniError):
         failures: Connection name -> the error that stopped it.
     """
 
-    def __init__(self, failures: "dict[str, MakiniError]") -> None:
+    def __init__(self, failures: dict[str, MakiniError]) -> None:
         self.failures = dict(failures)
         lines = [f"  {name}: {error}" for name, error in sorted(self.failures.items())]
         super().__init__(
-            f"{len(self.failures)} connection(s) failed; the others were loaded:\n" + "\n".join(lines)
+            f"{len(self.failures)} connection(s) failed; the others were loaded:\n"
+            + "\n".join(lines)
         )
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
@@ -55,11 +54,11 @@ class _ContextError(MakiniError):
         self,
         message: str,
         *,
-        connection: Optional[str] = None,
-        entity: Optional[str] = None,
-        status: Optional[int] = None,
-        code: Optional[str] = None,
-        request_id: Optional[str] = None,
+        connection: str | None = None,
+        entity: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
     ) -> None:
         self.message = message
         self.connection = connection
@@ -94,7 +93,7 @@ class _ContextError(MakiniError):
         return (_rebuild, (type(self), self.message, self._context()))
 
 
-def _rebuild(cls: type, message: str, context: dict) -> "_ContextError":  # type: ignore[type-arg]
+def _rebuild(cls: type, message: str, context: dict) -> _ContextError:  # type: ignore[type-arg]
     return cls(message, **context)  # type: ignore[no-any-return]
 
 
@@ -109,7 +108,7 @@ class RetriableAPIError(MakiniAPIError):
         retry_after: Seconds the server asked us to wait (`Retry-After` of a 429 or 503), if it said.
     """
 
-    def __init__(self, message: str, *, retry_after: Optional[float] = None, **context) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, message: str, *, retry_after: float | None = None, **context) -> None:  # type: ignore[no-untyped-def]
         self.retry_after = retry_after
         super().__init__(message, **context)
 
@@ -148,7 +147,7 @@ class ContractViolationError(_ContextError):
         field: The offending field, when one is to blame.
     """
 
-    def __init__(self, message: str, *, field: Optional[str] = None, **context) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, message: str, *, field: str | None = None, **context) -> None:  # type: ignore[no-untyped-def]
         self.field = field
         self.bare_message = message
         if field:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Set
+from collections.abc import Mapping
+from typing import Any
 
 
 class CursorPaginator:
@@ -21,18 +22,18 @@ class CursorPaginator:
     def __init__(self, first_params: Mapping[str, Any], limit: int) -> None:
         self._first_params = dict(first_params)
         self._limit = limit
-        self._seen: Set[str] = set()
-        self.cursor: Optional[str] = None
+        self._seen: set[str] = set()
+        self.cursor: str | None = None
         self.has_next = True
         self.pages = 0
 
-    def request_params(self) -> Dict[str, Any]:
+    def request_params(self) -> dict[str, Any]:
         """Query parameters for the next page."""
         if self.cursor is None:
             return {**self._first_params, "limit": self._limit}
         return {"cursor": self.cursor, "limit": self._limit}
 
-    def update(self, next_cursor: Optional[str]) -> None:
+    def update(self, next_cursor: str | None) -> None:
         """Advances past a consumed page.
 
         Args:
@@ -49,6 +50,8 @@ class CursorPaginator:
         if not isinstance(next_cursor, str) or not next_cursor:
             raise ValueError(f"next_cursor must be a non-empty string or null, got {next_cursor!r}")
         if next_cursor in self._seen:
-            raise ValueError("next_cursor repeats a cursor already followed; the listing would loop")
+            raise ValueError(
+                "next_cursor repeats a cursor already followed; the listing would loop"
+            )
         self._seen.add(next_cursor)
         self.cursor = next_cursor

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
 
 # An `X-RateLimit-Reset` this large is an epoch time, not a number of seconds.
 _EPOCH_THRESHOLD = 10**8
@@ -43,9 +43,9 @@ class RateLimiter:
         self._interval = 0.0
         self._hold_until = 0.0
         # the current window's end lies in (_end_low, _end_high], on this limiter's clock
-        self._end_low: Optional[float] = None
-        self._end_high: Optional[float] = None
-        self._remaining: Optional[float] = None
+        self._end_low: float | None = None
+        self._end_high: float | None = None
+        self._remaining: float | None = None
         self.waited_seconds = 0.0
 
     def now(self) -> float:
@@ -69,7 +69,7 @@ class RateLimiter:
                 self.waited_seconds += delay
         return max(delay, 0.0)
 
-    def observe(self, headers: Mapping[str, str], sent_at: Optional[float] = None) -> None:
+    def observe(self, headers: Mapping[str, str], sent_at: float | None = None) -> None:
         """Sets the pace from a response's rate-limit headers (absent headers: no change).
 
         Args:
@@ -132,7 +132,7 @@ class RateLimiter:
                 self._hold_until = max(self._hold_until, until)
 
 
-def _number(value: Optional[str]) -> Optional[float]:
+def _number(value: str | None) -> float | None:
     if value is None:
         return None
     try:

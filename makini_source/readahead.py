@@ -7,15 +7,18 @@ run over N rate-limited connections uses all N limits at once instead of one aft
 other. Memory stays bounded: a listing holds at most `depth + 1` pages ahead of its consumer.
 
 Only HTTP and JSON parsing run on the background threads; conversion, dlt state and schema
-access stay on the resource's own thread, and connections take turns page by page in their
-configured order, so the result never depends on which response arrived first.
+access stay on the resource's own thread. Connections take turns page by page among those
+whose next page has arrived, so a connection held back by a low rate limit never slows
+another one.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Callable, Generic, Iterator, List, Tuple, TypeVar, Union
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -49,7 +52,7 @@ class ReadAhead(Generic[T]):
         depth: int = 1,
         name: str = "makini-read-ahead",
     ) -> None:
-        self._queue: "queue.Queue[Tuple[int, Any]]" = queue.Queue(maxsize=max(1, depth))
+        self._queue: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
         self._finished = False
         self._thread = threading.Thread(target=self._run, args=(pages,), name=name, daemon=True)
@@ -68,7 +71,7 @@ class ReadAhead(Generic[T]):
             if close is not None:
                 close()
 
-    def _put(self, item: Tuple[int, Any]) -> bool:
+    def _put(self, item: tuple[int, Any]) -> bool:
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.2)
@@ -77,7 +80,7 @@ class ReadAhead(Generic[T]):
             return True
         return False
 
-    def next(self) -> Union[T, _Marker]:
+    def next(self) -> T | _Marker:
         """The next page (waiting for it), or `DONE` at the end.
 
         Raises:
@@ -93,6 +96,10 @@ class ReadAhead(Generic[T]):
             raise value
         return DONE
 
+    def ready(self) -> bool:
+        """True when `next` would not wait: a page, the end or an error is queued."""
+        return self._finished or not self._queue.empty()
+
     def close(self) -> None:
         """Stops the background thread (it ends after its current request)."""
         self._stop.set()
@@ -100,42 +107,60 @@ class ReadAhead(Generic[T]):
 
 
 def interleave(
-    readers: List[Tuple[Any, Iterator[Any]]],
+    readers: list[tuple[Any, Iterator[Any]]],
     on_error: Callable[[Any, BaseException], bool],
     skip: Callable[[Any], bool] = lambda key: False,
+    ready: Callable[[Any], bool] = lambda key: True,
+    poll_seconds: float = 0.002,
 ) -> Iterator[Any]:
-    """Yields the items of several generators in turns: one item of each, in their order.
+    """Yields the items of several generators in turns, taking only generators that are ready.
 
-    The turns do not depend on timing (which generator's page arrived first), so the same
-    data is always converted in the same order and column types settle the same way; the
-    generators' background threads keep fetching meanwhile.
+    Turns go round robin among the generators whose next item is at hand (`ready`), so one
+    that waits (say, on its connection's rate limit) never holds the others back, and none
+    starves another.
 
     Args:
         readers: (key, generator) pairs.
         on_error: Called with (key, exception) when a generator raises; returns True when the
             error is handled (that generator is dropped), False to re-raise.
         skip: Called before each turn; True drops that generator (e.g. its connection failed).
+        ready: Whether the generator of `key` can yield without waiting.
+        poll_seconds: How long to sleep when no generator is ready.
     """
     active = list(readers)
+    turn = 0
     try:
         while active:
-            for entry in list(active):
-                key, reader = entry
-                if skip(key):
-                    reader.close()  # type: ignore[attr-defined]
-                    active.remove(entry)
-                    continue
-                try:
-                    item = next(reader)
-                except StopIteration:
-                    active.remove(entry)
-                    continue
-                except Exception as exc:
-                    if not on_error(key, exc):
-                        raise
-                    active.remove(entry)
-                    continue
-                yield item
+            chosen = None
+            for offset in range(len(active)):
+                index = (turn + offset) % len(active)
+                key, _ = active[index]
+                if skip(key) or ready(key):
+                    chosen = index
+                    break
+            if chosen is None:
+                time.sleep(poll_seconds)
+                continue
+            key, reader = active[chosen]
+            turn = chosen + 1
+            if skip(key):
+                reader.close()  # type: ignore[attr-defined]
+                del active[chosen]
+                turn = chosen
+                continue
+            try:
+                item = next(reader)
+            except StopIteration:
+                del active[chosen]
+                turn = chosen
+                continue
+            except Exception as exc:
+                if not on_error(key, exc):
+                    raise
+                del active[chosen]
+                turn = chosen
+                continue
+            yield item
     finally:
         for _, reader in active:
             reader.close()  # type: ignore[attr-defined]

@@ -10,9 +10,10 @@ the tables look exactly as dlt would have named them.
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import (
-    Any, Callable, Dict, FrozenSet, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple,
+    Any,
 )
 
 import orjson
@@ -39,28 +40,28 @@ TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 CUSTOM_FIELDS = "customFields"
 NOT_NULL_COLUMNS = frozenset({CONNECTION_COLUMN, "key", PARENT_KEY_COLUMN})
 
-Path = Tuple[str, ...]
+Path = tuple[str, ...]
 _NONE_TYPE = type(None)
 _NONE_ONLY = {_NONE_TYPE}
 _MARKER_LINE: Mapping[str, Any] = {"key": ""}  # the one row a PO without lines sends
 
 _CATALOGUE_TYPED = DECIMAL_FIELDS | TIMESTAMP_FIELDS | BOOLEAN_FIELDS
 # the types an inferred column can take, by dlt data type and back
-_ARROW_TYPES: Dict[str, pa.DataType] = {
+_ARROW_TYPES: dict[str, pa.DataType] = {
     "text": pa.string(),
     "bigint": pa.int64(),
     "double": pa.float64(),
     "bool": pa.bool_(),
 }
-_DLT_TYPES: Dict[pa.DataType, str] = {arrow: dlt_type for dlt_type, arrow in _ARROW_TYPES.items()}
+_DLT_TYPES: dict[pa.DataType, str] = {arrow: dlt_type for dlt_type, arrow in _ARROW_TYPES.items()}
 
 
 @dataclass
 class PageTables:
     """The Arrow tables built from one page."""
 
-    main: Optional[pa.Table]
-    children: Optional[pa.Table]
+    main: pa.Table | None
+    children: pa.Table | None
     live_children: int = 0
 
 
@@ -78,17 +79,17 @@ class RecordConverter:
         spec: EntitySpec,
         connection: str,
         hard_delete: bool = False,
-        known_types: Optional[Callable[[str], Mapping[str, str]]] = None,
+        known_types: Callable[[str], Mapping[str, str]] | None = None,
     ) -> None:
         self.spec = spec
         self.connection = connection
         self.hard_delete = hard_delete
         self._naming = NamingConvention()
-        self._names: Dict[Path, str] = {}
+        self._names: dict[Path, str] = {}
         self._known_types = known_types
-        self._types: Dict[Tuple[str, str], pa.DataType] = {}
+        self._types: dict[tuple[str, str], pa.DataType] = {}
 
-    def convert(self, records: Sequence[Any], request_id: Optional[str] = None) -> PageTables:
+    def convert(self, records: Sequence[Any], request_id: str | None = None) -> PageTables:
         """Validates and converts one page.
 
         Raises:
@@ -108,14 +109,20 @@ class RecordConverter:
             self.spec.table,
         )
         children = self._children(records, request_id) if self.spec.child_field else None
-        markers = 0 if children is None else (pc.sum(children.column(LINE_MARKER_COLUMN)).as_py() or 0)
+        markers = (
+            0 if children is None else (pc.sum(children.column(LINE_MARKER_COLUMN)).as_py() or 0)
+        )
         live = 0 if children is None else children.num_rows - markers
         return PageTables(main, children, live)
 
     # --- validation -------------------------------------------------------------------
 
-    def _validate(self, record: Any, request_id: Optional[str]) -> None:
-        context = {"connection": self.connection, "entity": self.spec.name, "request_id": request_id}
+    def _validate(self, record: Any, request_id: str | None) -> None:
+        context = {
+            "connection": self.connection,
+            "entity": self.spec.name,
+            "request_id": request_id,
+        }
         if not isinstance(record, dict):
             raise ContractViolationError("record is not a JSON object", **context)
         key = record.get("key")
@@ -128,7 +135,9 @@ class RecordConverter:
 
     # --- child rows (purchase order lines) --------------------------------------------
 
-    def _children(self, records: Sequence[Mapping[str, Any]], request_id: Optional[str]) -> Optional[pa.Table]:
+    def _children(
+        self, records: Sequence[Mapping[str, Any]], request_id: str | None
+    ) -> pa.Table | None:
         """Rows of the child table: every current line of every PO on the page.
 
         Each PO on the page replaces all of its lines in the destination (the child table
@@ -137,25 +146,35 @@ class RecordConverter:
         """
         child_field = self.spec.child_field
         assert child_field is not None
-        rows: List[Mapping[str, Any]] = []
-        parents: List[str] = []
-        versions: List[str] = []
-        markers: List[Optional[bool]] = []
+        rows: list[Mapping[str, Any]] = []
+        parents: list[str] = []
+        versions: list[str] = []
+        markers: list[bool | None] = []
         for record in records:
             lines = record.get(child_field) or []
             if not isinstance(lines, list):
                 raise ContractViolationError(
-                    f"record {record['key']!r}: {child_field} is not an array", field=child_field,
-                    connection=self.connection, entity=self.spec.name, request_id=request_id,
+                    f"record {record['key']!r}: {child_field} is not an array",
+                    field=child_field,
+                    connection=self.connection,
+                    entity=self.spec.name,
+                    request_id=request_id,
                 )
             parent_deleted_at = record.get("deletedAt")
             emitted = 0
             if not (self.hard_delete and parent_deleted_at):
                 for line in lines:
-                    if not isinstance(line, dict) or not isinstance(line.get("key"), str) or not line["key"]:
+                    if (
+                        not isinstance(line, dict)
+                        or not isinstance(line.get("key"), str)
+                        or not line["key"]
+                    ):
                         raise ContractViolationError(
-                            f"record {record['key']!r}: a line has no 'key'", field=f"{child_field}.key",
-                            connection=self.connection, entity=self.spec.name, request_id=request_id,
+                            f"record {record['key']!r}: a line has no 'key'",
+                            field=f"{child_field}.key",
+                            connection=self.connection,
+                            entity=self.spec.name,
+                            request_id=request_id,
                         )
                     own_deleted_at = line.get("deletedAt")
                     deleted_at = own_deleted_at or parent_deleted_at
@@ -163,8 +182,10 @@ class RecordConverter:
                         continue
                     if isinstance(deleted_at, dict):
                         raise ContractViolationError(
-                            f"value {deleted_at!r} is not a valid RFC 3339 timestamp", field="deletedAt",
-                            connection=self.connection, entity=f"{self.spec.name}.{child_field}",
+                            f"value {deleted_at!r} is not a valid RFC 3339 timestamp",
+                            field="deletedAt",
+                            connection=self.connection,
+                            entity=f"{self.spec.name}.{child_field}",
                             request_id=request_id,
                         )
                     if deleted_at is not own_deleted_at or "deletedAt" not in line:
@@ -185,10 +206,15 @@ class RecordConverter:
         }
         assert self.spec.child_table is not None
         table = self._table(
-            _flat_columns(rows, ()), fixed, request_id, f"{self.spec.name}.{child_field}", self.spec.child_table
+            _flat_columns(rows, ()),
+            fixed,
+            request_id,
+            f"{self.spec.name}.{child_field}",
+            self.spec.child_table,
         )
         table = table.append_column(
-            PARENT_VERSION_COLUMN, self._typed(versions, "updatedAt", request_id, PARENT_VERSION_COLUMN)
+            PARENT_VERSION_COLUMN,
+            self._typed(versions, "updatedAt", request_id, PARENT_VERSION_COLUMN),
         )
         return table.append_column(LINE_MARKER_COLUMN, pa.array(markers, pa.bool_()))
 
@@ -196,13 +222,13 @@ class RecordConverter:
 
     def _table(
         self,
-        flat_columns: Dict[Path, List[Any]],
-        fixed: Mapping[str, List[Any]],
-        request_id: Optional[str],
+        flat_columns: dict[Path, list[Any]],
+        fixed: Mapping[str, list[Any]],
+        request_id: str | None,
         entity: str,
         table_name: str,
     ) -> pa.Table:
-        columns: Dict[str, pa.Array] = {
+        columns: dict[str, pa.Array] = {
             name: pa.array(values, pa.string()) for name, values in fixed.items()
         }
         for path, values in flat_columns.items():
@@ -216,18 +242,21 @@ class RecordConverter:
             columns[name] = array
         # key columns are declared NOT NULL in the dlt schema; say so in the Arrow schema too
         schema = pa.schema(
-            [pa.field(name, array.type, nullable=name not in NOT_NULL_COLUMNS) for name, array in columns.items()]
+            [
+                pa.field(name, array.type, nullable=name not in NOT_NULL_COLUMNS)
+                for name, array in columns.items()
+            ]
         )
         return pa.Table.from_arrays(list(columns.values()), schema=schema)
 
     def _typed(
         self,
-        values: List[Any],
-        field: Optional[str],
-        request_id: Optional[str],
+        values: list[Any],
+        field: str | None,
+        request_id: str | None,
         label: str,
-        entity: Optional[str] = None,
-    ) -> Optional[pa.Array]:
+        entity: str | None = None,
+    ) -> pa.Array | None:
         """Builds one column, typed from the catalogue or inferred from its values."""
         try:
             if field in DECIMAL_FIELDS:
@@ -239,12 +268,15 @@ class RecordConverter:
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
             bad = _first_bad_value(values, field)
             raise ContractViolationError(
-                f"value {bad!r} is not a valid {_kind(field)} ({exc})", field=label,
-                connection=self.connection, entity=entity or self.spec.name, request_id=request_id,
+                f"value {bad!r} is not a valid {_kind(field)} ({exc})",
+                field=label,
+                connection=self.connection,
+                entity=entity or self.spec.name,
+                request_id=request_id,
             ) from None
         return _inferred(values)
 
-    def _settle_type(self, table: str, name: str, array: pa.Array) -> Tuple[str, pa.Array]:
+    def _settle_type(self, table: str, name: str, array: pa.Array) -> tuple[str, pa.Array]:
         """Keeps an inferred column's type stable across pages, connections and runs.
 
         Custom fields differ per connection (`Cost Center` may be text in one and a number in
@@ -260,7 +292,10 @@ class RecordConverter:
         self._types[(table, name)] = established
         if pa.types.is_string(established):
             return name, pa.array(
-                [None if v is None else (v if isinstance(v, str) else orjson.dumps(v).decode()) for v in array.to_pylist()],
+                [
+                    None if v is None else (v if isinstance(v, str) else orjson.dumps(v).decode())
+                    for v in array.to_pylist()
+                ],
                 pa.string(),
             )
         if pa.types.is_floating(established) and pa.types.is_integer(array.type):
@@ -277,9 +312,9 @@ class RecordConverter:
         return name
 
 
-def _flatten(record: Mapping[str, Any], skip: Iterable[str], prefix: Path = ()) -> Dict[Path, Any]:
+def _flatten(record: Mapping[str, Any], skip: Iterable[str], prefix: Path = ()) -> dict[Path, Any]:
     """Flattens nested objects into paths; lists stay whole (they land as JSON text)."""
-    flat: Dict[Path, Any] = {}
+    flat: dict[Path, Any] = {}
     for name, value in record.items():
         if name in skip:
             continue
@@ -291,19 +326,21 @@ def _flatten(record: Mapping[str, Any], skip: Iterable[str], prefix: Path = ()) 
     return flat
 
 
-def _flat_columns(records: Sequence[Mapping[str, Any]], skip: Iterable[str]) -> Dict[Path, List[Any]]:
+def _flat_columns(
+    records: Sequence[Mapping[str, Any]], skip: Iterable[str]
+) -> dict[Path, list[Any]]:
     """Flattens records straight into columns, None where a record lacks a path.
 
     The result equals pivoting `_flatten(r, skip)` of every record (columns in first-seen
     order, row by row), but it is built a column at a time with list comprehensions, which is
     several times faster than one dict per record.
     """
-    found: Dict[Path, Tuple[int, List[Any]]] = {}
+    found: dict[Path, tuple[int, list[Any]]] = {}
     _collect(records, None, len(records), (), frozenset(skip), found)
     if len(found) > 1:
         # restore first-seen order: by the first record holding the path, then by its
         # position in that record
-        positions: Dict[int, Dict[Path, int]] = {}
+        positions: dict[int, dict[Path, int]] = {}
         for first, _ in found.values():
             if first not in positions:
                 positions[first] = {p: i for i, p in enumerate(_flatten(records[first], skip))}
@@ -314,11 +351,11 @@ def _flat_columns(records: Sequence[Mapping[str, Any]], skip: Iterable[str]) -> 
 
 def _collect(
     records: Sequence[Mapping[str, Any]],
-    rows: Optional[List[int]],
+    rows: list[int] | None,
     total: int,
     prefix: Path,
-    skip: FrozenSet[str],
-    found: Dict[Path, Tuple[int, List[Any]]],
+    skip: frozenset[str],
+    found: dict[Path, tuple[int, list[Any]]],
 ) -> None:
     """Adds the columns of `records` (objects at `prefix`) to `found`.
 
@@ -343,13 +380,15 @@ def _collect(
                     continue
                 first = present[0]
             else:
-                first = 0 if name in records[0] else next(i for i, r in enumerate(records) if name in r)
-            _store(found, prefix + (name,), values, first, rows, total)
+                first = (
+                    0 if name in records[0] else next(i for i, r in enumerate(records) if name in r)
+                )
+            _store(found, prefix + (name,), list(values), first, rows, total)
             continue
         # objects are flattened into their own paths; other values keep the path itself
-        objects: List[Mapping[str, Any]] = []
-        object_rows: List[int] = []
-        scalar_rows: List[int] = []
+        objects: list[Mapping[str, Any]] = []
+        object_rows: list[int] = []
+        scalar_rows: list[int] = []
         for i, value in enumerate(values):
             if isinstance(value, dict):
                 objects.append(value)
@@ -366,7 +405,7 @@ def _collect(
             _collect(objects, sub_rows, total, prefix + (name,), frozenset(), found)
 
 
-def _fields(records: Sequence[Mapping[str, Any]]) -> Iterator[Tuple[str, Sequence[Any], bool]]:
+def _fields(records: Sequence[Mapping[str, Any]]) -> Iterator[tuple[str, Sequence[Any], bool]]:
     """(name, values with None where absent, whether every record has the field) per field."""
     first = records[0]
     width = len(first)
@@ -376,7 +415,7 @@ def _fields(records: Sequence[Mapping[str, Any]]) -> Iterator[Tuple[str, Sequenc
         getter = operator.itemgetter(*names)
         try:
             if width == 1:
-                columns: List[Sequence[Any]] = [list(map(getter, records))]
+                columns: list[Sequence[Any]] = [list(map(getter, records))]
             else:
                 columns = list(zip(*map(getter, records)))
         except KeyError:
@@ -385,7 +424,7 @@ def _fields(records: Sequence[Mapping[str, Any]]) -> Iterator[Tuple[str, Sequenc
             for name, values in zip(names, columns):
                 yield name, values, True
             return
-    names_seen: Dict[str, None] = {}
+    names_seen: dict[str, None] = {}
     last_keys = None
     for record in records:
         keys = record.keys()
@@ -399,30 +438,30 @@ def _fields(records: Sequence[Mapping[str, Any]]) -> Iterator[Tuple[str, Sequenc
 
 
 def _store(
-    found: Dict[Path, Tuple[int, List[Any]]],
+    found: dict[Path, tuple[int, list[Any]]],
     path: Path,
-    values: List[Any],
+    values: list[Any],
     first: int,
-    rows: Optional[List[int]],
+    rows: list[int] | None,
     total: int,
 ) -> None:
     if rows is None or len(rows) == total:
         # every row has a value here (rows are increasing): no scattering needed
         found[path] = (first if rows is None else rows[first], values)
         return
-    column: List[Any] = [None] * total
+    column: list[Any] = [None] * total
     for row, value in zip(rows, values):
         column[row] = value
     found[path] = (rows[first], column)
 
 
-def _with_deleted_at(line: Mapping[str, Any], deleted_at: Any) -> Dict[str, Any]:
+def _with_deleted_at(line: Mapping[str, Any], deleted_at: Any) -> dict[str, Any]:
     copy = dict(line)
     copy["deletedAt"] = deleted_at
     return copy
 
 
-def _inferred(values: List[Any]) -> Optional[pa.Array]:
+def _inferred(values: list[Any]) -> pa.Array | None:
     """Types a column from its values; None when every value is null (column skipped)."""
     kinds = set(map(type, values))
     kinds.discard(_NONE_TYPE)
@@ -438,7 +477,10 @@ def _inferred(values: List[Any]) -> Optional[pa.Array]:
         return pa.array(values, pa.float64())
     # lists, objects in lists, or mixed types: keep the value whole, as JSON text
     return pa.array(
-        [None if v is None else (v if isinstance(v, str) else orjson.dumps(v).decode()) for v in values],
+        [
+            None if v is None else (v if isinstance(v, str) else orjson.dumps(v).decode())
+            for v in values
+        ],
         pa.string(),
     )
 
@@ -457,7 +499,7 @@ def _full_timestamp(value: Any) -> Any:
     return value
 
 
-def _kind(field: Optional[str]) -> str:
+def _kind(field: str | None) -> str:
     if field in DECIMAL_FIELDS:
         return "decimal"
     if field in TIMESTAMP_FIELDS:
@@ -465,7 +507,7 @@ def _kind(field: Optional[str]) -> str:
     return "boolean"
 
 
-def _first_bad_value(values: List[Any], field: Optional[str]) -> Any:
+def _first_bad_value(values: list[Any], field: str | None) -> Any:
     for value in values:
         if value is None:
             continue

@@ -25,7 +25,7 @@ import json
 import os
 import re
 from datetime import timedelta
-from typing import Any, Dict, List
+from typing import Any
 
 import dlt
 import pendulum
@@ -58,9 +58,9 @@ def _use_dags_folder_config() -> None:
         Container()[PluggableRunContext].reload_providers()
 
 
-def configured_tokens() -> Dict[str, str]:
+def configured_tokens() -> dict[str, str]:
     """Connection name -> token (`sources.makini.connections`, `sources.makini.api_token`)."""
-    tokens: Dict[str, str] = {}
+    tokens: dict[str, str] = {}
     connections = dlt.secrets.get("sources.makini.connections", dict)
     if connections:
         tokens.update({str(name): str(token) for name, token in connections.items()})
@@ -77,7 +77,7 @@ def pipeline_name(connection: str) -> str:
 
 def check_pipeline_names(connections: Any) -> None:
     """Refuses connection names that would share a pipeline (and so its state)."""
-    seen: Dict[str, str] = {}
+    seen: dict[str, str] = {}
     for connection in connections:
         other = seen.setdefault(pipeline_name(connection), connection)
         if other != connection:
@@ -204,4 +204,4 @@ def build_dag() -> DAG:
 
 dag = build_dag()
 
-__all__: List[str] = ["dag", "build_dag", "pipeline_name"]
+__all__: list[str] = ["build_dag", "dag", "pipeline_name"]

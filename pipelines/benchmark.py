@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 MODES = ("floor", "peer", "makini", "incremental", "ratelimited")
 # the same for every mode: no telemetry, quiet logs, and no Airflow secrets provider (dlt
@@ -68,7 +68,7 @@ ENTITY_PAGES = {
 # --- the sandbox process ----------------------------------------------------------------
 
 
-def sandbox_config(pos: int, rate_pos: int) -> Dict[str, Any]:
+def sandbox_config(pos: int, rate_pos: int) -> dict[str, Any]:
     """One big connection (N POs, other entities scaled to it) plus three small rate-limited ones."""
     from makini_sandbox import ConnectionConfig, SandboxConfig
 
@@ -81,7 +81,12 @@ def sandbox_config(pos: int, rate_pos: int) -> Dict[str, Any]:
         sites=max(5, pos // 2000),
         assets=max(20, pos // 20),
         work_orders=max(30, pos // 10),
-        custom_fields={"Cost Center": "string", "projectCode": "integer", "Budget": "number", "approved": "boolean"},
+        custom_fields={
+            "Cost Center": "string",
+            "projectCode": "integer",
+            "Budget": "number",
+            "approved": "boolean",
+        },
     )
     small = [
         ConnectionConfig(
@@ -111,7 +116,16 @@ def serve_sandbox(config_path: str) -> None:
     server = SandboxServer(cfg)
     server.store.prewarm()
     server.start()
-    print(json.dumps({"url": server.url, "tokens": server.tokens, "ready_seconds": time.perf_counter() - started}), flush=True)
+    print(
+        json.dumps(
+            {
+                "url": server.url,
+                "tokens": server.tokens,
+                "ready_seconds": time.perf_counter() - started,
+            }
+        ),
+        flush=True,
+    )
 
     def _stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -135,7 +149,9 @@ class Sandbox:
         cfg_path.write_text(json.dumps(sandbox_config(pos, rate_pos)))
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "_sandbox", str(cfg_path)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -143,7 +159,7 @@ class Sandbox:
             raise RuntimeError("sandbox process failed to start")
         info = json.loads(line)
         self.url: str = info["url"]
-        self.tokens: Dict[str, str] = info["tokens"]
+        self.tokens: dict[str, str] = info["tokens"]
         self.ready_seconds: float = info["ready_seconds"]
         self.admin = SandboxAdmin(self.url, timeout=300)
 
@@ -172,7 +188,7 @@ class RssSampler:
     def __init__(self) -> None:
         import threading
 
-        self.samples: List[tuple] = []
+        self.samples: list[tuple] = []
         self._page = os.sysconf("SC_PAGE_SIZE")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -182,16 +198,18 @@ class RssSampler:
         with open("/proc/self/statm") as statm:
             while not self._stop.is_set():
                 statm.seek(0)
-                self.samples.append((time.time(), int(statm.read().split()[1]) * self._page / 2**20))
+                self.samples.append(
+                    (time.time(), int(statm.read().split()[1]) * self._page / 2**20)
+                )
                 self._stop.wait(0.05)
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
 
-    def peaks_by_step(self, pipeline: Any) -> Dict[str, float]:
+    def peaks_by_step(self, pipeline: Any) -> dict[str, float]:
         """Peak RSS (MB) sampled during each step of the pipeline's last run."""
-        peaks: Dict[str, float] = {}
+        peaks: dict[str, float] = {}
         for step in pipeline.last_trace.steps:
             if step.step == "run" or step.finished_at is None:
                 continue
@@ -202,16 +220,18 @@ class RssSampler:
         return peaks
 
 
-def mode_floor(args: Dict[str, Any]) -> Dict[str, Any]:
+def mode_floor(args: dict[str, Any]) -> dict[str, Any]:
     """Fetch and parse every page of every entity; store nothing."""
     import httpx
     import orjson
 
     records = pages = nbytes = 0
     started = time.perf_counter()
-    with httpx.Client(base_url=args["url"], headers={"Authorization": f"Bearer {args['token']}"}, timeout=60) as client:
+    with httpx.Client(
+        base_url=args["url"], headers={"Authorization": f"Bearer {args['token']}"}, timeout=60
+    ) as client:
         for path, (_, limit) in ENTITY_PAGES.items():
-            params: Dict[str, Any] = {"limit": limit, "include_deleted": "true"}
+            params: dict[str, Any] = {"limit": limit, "include_deleted": "true"}
             while True:
                 response = client.get(f"/api/v1/{path}", params=params)
                 response.raise_for_status()
@@ -226,7 +246,7 @@ def mode_floor(args: Dict[str, Any]) -> Dict[str, Any]:
     return {"wall": wall, "records": records, "pages": pages, "mib": nbytes / 2**20}
 
 
-def _pipeline(args: Dict[str, Any], name: str) -> Any:
+def _pipeline(args: dict[str, Any], name: str) -> Any:
     import dlt
     from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
@@ -242,17 +262,17 @@ def _pipeline(args: Dict[str, Any], name: str) -> Any:
     )
 
 
-def _table_counts(pipeline: Any, tables: List[str]) -> Dict[str, int]:
+def _table_counts(pipeline: Any, tables: list[str]) -> dict[str, int]:
     with pipeline.sql_client() as client:
         return {t: client.execute_sql(f"SELECT count(*) FROM {t}")[0][0] for t in tables}
 
 
-def _loaded_rows(pipeline: Any) -> Dict[str, int]:
+def _loaded_rows(pipeline: Any) -> dict[str, int]:
     counts = pipeline.last_trace.last_normalize_info.row_counts
     return {t: n for t, n in counts.items() if not t.startswith("_dlt")}
 
 
-def mode_peer(args: Dict[str, Any]) -> Dict[str, Any]:
+def mode_peer(args: dict[str, Any]) -> dict[str, Any]:
     """dlt's generic REST API source, configured as a user would for this API."""
     from dlt.sources.rest_api import rest_api_source
 
@@ -261,7 +281,11 @@ def mode_peer(args: Dict[str, Any]) -> Dict[str, Any]:
             "client": {
                 "base_url": args["url"] + "/api/v1/",
                 "auth": {"type": "bearer", "token": args["token"]},
-                "paginator": {"type": "cursor", "cursor_path": "next_cursor", "cursor_param": "cursor"},
+                "paginator": {
+                    "type": "cursor",
+                    "cursor_path": "next_cursor",
+                    "cursor_param": "cursor",
+                },
             },
             "resource_defaults": {
                 "primary_key": "key",
@@ -291,16 +315,23 @@ def mode_peer(args: Dict[str, Any]) -> Dict[str, Any]:
     sampler.stop()
     rows = _loaded_rows(pipeline)
     records = sum(n for t, n in rows.items() if t in {v[0] for v in ENTITY_PAGES.values()})
-    return {"wall": wall, "records": records, "rows": rows, "step_rss_mb": sampler.peaks_by_step(pipeline)}
+    return {
+        "wall": wall,
+        "records": records,
+        "rows": rows,
+        "step_rss_mb": sampler.peaks_by_step(pipeline),
+    }
 
 
-def mode_makini(args: Dict[str, Any]) -> Dict[str, Any]:
+def mode_makini(args: dict[str, Any]) -> dict[str, Any]:
     """makini_source into DuckDB (also the incremental and rate-limited runs)."""
     from makini_source import connection_failures, makini_source
 
     pipeline = _pipeline(args, args.get("pipeline", "bench_makini"))
     source = makini_source(
-        base_url=args["url"], connections=args["connections"], page_size=args.get("page_size"),
+        base_url=args["url"],
+        connections=args["connections"],
+        page_size=args.get("page_size"),
         max_elapsed_seconds=600.0,
     )
     sampler = RssSampler()
@@ -320,8 +351,12 @@ def mode_makini(args: Dict[str, Any]) -> Dict[str, Any]:
         if step.step != "run" and step.finished_at is not None
     }
     return {
-        "wall": wall, "records": records, "rows": rows, "destination": counts,
-        "step_seconds": steps, "step_rss_mb": sampler.peaks_by_step(pipeline),
+        "wall": wall,
+        "records": records,
+        "rows": rows,
+        "destination": counts,
+        "step_seconds": steps,
+        "step_rss_mb": sampler.peaks_by_step(pipeline),
     }
 
 
@@ -341,13 +376,15 @@ def child_main(mode: str, args_path: str) -> None:
     print(json.dumps(result), flush=True)
 
 
-def run_child(mode: str, args: Dict[str, Any], workdir: Path) -> Dict[str, Any]:
+def run_child(mode: str, args: dict[str, Any], workdir: Path) -> dict[str, Any]:
     args_path = workdir / f"args-{mode}.json"
     args_path.write_text(json.dumps(args))
     env = dict(os.environ, **CHILD_ENV)
-    proc = subprocess.run(
+    proc = subprocess.run(  # noqa: PLW1510 - the return code is asserted
         [sys.executable, __file__, "_child", mode, str(args_path)],
-        stdout=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"mode {mode} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}")
@@ -358,11 +395,15 @@ def run_child(mode: str, args: Dict[str, Any], workdir: Path) -> Dict[str, Any]:
 
 
 def run_once(
-    sandbox: Sandbox, modes: List[str], opts: argparse.Namespace, workdir: Path
-) -> Dict[str, Dict[str, Any]]:
+    sandbox: Sandbox, modes: list[str], opts: argparse.Namespace, workdir: Path
+) -> dict[str, dict[str, Any]]:
     """One round of the selected modes; returns mode -> figures."""
-    results: Dict[str, Dict[str, Any]] = {}
-    big = {"url": sandbox.url, "workdir": str(workdir), "duckdb_memory_limit": opts.duckdb_memory_limit}
+    results: dict[str, dict[str, Any]] = {}
+    big = {
+        "url": sandbox.url,
+        "workdir": str(workdir),
+        "duckdb_memory_limit": opts.duckdb_memory_limit,
+    }
     token = sandbox.tokens[BENCH_CONNECTION]
     for mode in ("floor", "peer"):
         if mode in modes:
@@ -376,15 +417,24 @@ def run_once(
         makini_args = {**big, "connections": {BENCH_CONNECTION: token}}
         full = run_child("makini", makini_args, workdir)
         expected = sandbox.admin.connections()
-        visible = next(c for c in expected if c["name"] == BENCH_CONNECTION)["counts"]["purchase-orders"]["visible"]
+        visible = next(c for c in expected if c["name"] == BENCH_CONNECTION)["counts"][
+            "purchase-orders"
+        ]["visible"]
         if full["destination"]["purchase_orders"] != visible:
-            raise RuntimeError(f"makini loaded {full['destination']} but the sandbox holds {visible} POs")
+            raise RuntimeError(
+                f"makini loaded {full['destination']} but the sandbox holds {visible} POs"
+            )
         if "makini" in modes:
             results["makini"] = full
             _log("makini", full)
         if "incremental" in modes:
             changed = max(1, opts.pos // 100)
-            sandbox.admin.bulk(BENCH_CONNECTION, "purchase-orders", count=changed, set={"notes": f"bench change {time.time()}"})
+            sandbox.admin.bulk(
+                BENCH_CONNECTION,
+                "purchase-orders",
+                count=changed,
+                set={"notes": f"bench change {time.time()}"},
+            )
             sandbox.admin.sync(BENCH_CONNECTION)
             inc = run_child("makini", makini_args, workdir)
             if inc["rows"].get("purchase_orders") != changed:
@@ -398,7 +448,7 @@ def run_once(
     return results
 
 
-def run_ratelimited(sandbox: Sandbox, opts: argparse.Namespace, workdir: Path) -> Dict[str, Any]:
+def run_ratelimited(sandbox: Sandbox, opts: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Three connections at R requests/minute each (scaled to a short window)."""
     per_window = max(1, round(opts.rate_limit * opts.rate_window / 60.0))
     for name in RATE_CONNECTIONS:
@@ -411,7 +461,9 @@ def run_ratelimited(sandbox: Sandbox, opts: argparse.Namespace, workdir: Path) -
         result = run_child(
             "makini",
             {
-                "url": sandbox.url, "workdir": str(workdir), "pipeline": "bench_rate",
+                "url": sandbox.url,
+                "workdir": str(workdir),
+                "pipeline": "bench_rate",
                 "connections": {n: sandbox.tokens[n] for n in RATE_CONNECTIONS},
                 "page_size": opts.rate_page_size,
             },
@@ -431,27 +483,38 @@ def run_ratelimited(sandbox: Sandbox, opts: argparse.Namespace, workdir: Path) -
     target = 3 * opts.rate_limit / 60.0
     achieved = (requests - 1) / span if span > 0 else 0.0
     result.update(
-        requests=requests, ok=ok, status_429=throttled, span_seconds=span,
-        achieved_rps=achieved, target_rps=target, pct_of_3r=100.0 * achieved / target,
+        requests=requests,
+        ok=ok,
+        status_429=throttled,
+        span_seconds=span,
+        achieved_rps=achieved,
+        target_rps=target,
+        pct_of_3r=100.0 * achieved / target,
         per_connection_rps={n: s.get("requests_per_second") for n, s in per.items()},
-        limit_per_window=per_window, window_seconds=opts.rate_window,
+        limit_per_window=per_window,
+        window_seconds=opts.rate_window,
     )
     return result
 
 
-def _log(mode: str, result: Dict[str, Any]) -> None:
-    extra = f", {result['pct_of_3r']:.1f}% of 3R, 429s={result['status_429']}" if mode == "ratelimited" else ""
+def _log(mode: str, result: dict[str, Any]) -> None:
+    extra = (
+        f", {result['pct_of_3r']:.1f}% of 3R, 429s={result['status_429']}"
+        if mode == "ratelimited"
+        else ""
+    )
     print(
         f"  {mode:<12} {result['wall']:8.2f} s  {result['records']:>9} records  "
         f"{result['peak_rss_mb']:7.0f} MB  {result['cpu_seconds']:6.1f} CPU s{extra}",
-        file=sys.stderr, flush=True,
+        file=sys.stderr,
+        flush=True,
     )
 
 
-def summarize(rounds: List[Dict[str, Dict[str, Any]]], opts: argparse.Namespace) -> Dict[str, Any]:
+def summarize(rounds: list[dict[str, dict[str, Any]]], opts: argparse.Namespace) -> dict[str, Any]:
     """Medians over the rounds, per mode, plus the ratios."""
     modes = [m for m in MODES if any(m in r for r in rounds)]
-    table: Dict[str, Dict[str, Any]] = {}
+    table: dict[str, dict[str, Any]] = {}
     for mode in modes:
         runs = [r[mode] for r in rounds if mode in r]
         walls = [x["wall"] for x in runs]
@@ -466,12 +529,18 @@ def summarize(rounds: List[Dict[str, Dict[str, Any]]], opts: argparse.Namespace)
         steps = {k for x in runs for k in x.get("step_rss_mb", {})}
         if steps:
             row["step_peak_rss_mb"] = {
-                k: statistics.median(x["step_rss_mb"][k] for x in runs if k in x.get("step_rss_mb", {})) for k in steps
+                k: statistics.median(
+                    x["step_rss_mb"][k] for x in runs if k in x.get("step_rss_mb", {})
+                )
+                for k in steps
             }
         secs = {k for x in runs for k in x.get("step_seconds", {})}
         if secs:
             row["step_seconds"] = {
-                k: statistics.median(x["step_seconds"][k] for x in runs if k in x.get("step_seconds", {})) for k in secs
+                k: statistics.median(
+                    x["step_seconds"][k] for x in runs if k in x.get("step_seconds", {})
+                )
+                for k in secs
             }
         if mode == "ratelimited":
             row.update(
@@ -482,25 +551,36 @@ def summarize(rounds: List[Dict[str, Dict[str, Any]]], opts: argparse.Namespace)
                 requests=runs[0]["requests"],
             )
         table[mode] = row
-    ratios: Dict[str, float] = {}
+    ratios: dict[str, float] = {}
 
-    def med_ratio(a: str, b: str) -> Optional[float]:
+    def med_ratio(a: str, b: str) -> float | None:
         pairs = [r[a]["wall"] / r[b]["wall"] for r in rounds if a in r and b in r]
         return statistics.median(pairs) if pairs else None
 
-    for name, (a, b) in {"makini/floor": ("makini", "floor"), "makini/peer": ("makini", "peer")}.items():
+    for name, (a, b) in {
+        "makini/floor": ("makini", "floor"),
+        "makini/peer": ("makini", "peer"),
+    }.items():
         value = med_ratio(a, b)
         if value is not None:
             ratios[name] = value
-    incs = [r["incremental"]["wall"] / r["incremental"]["full_wall"] for r in rounds if "incremental" in r]
+    incs = [
+        r["incremental"]["wall"] / r["incremental"]["full_wall"]
+        for r in rounds
+        if "incremental" in r
+    ]
     if incs:
         ratios["incremental/full"] = statistics.median(incs)
     return {"pos": opts.pos, "repeat": opts.repeat, "modes": table, "ratios": ratios}
 
 
-def print_table(summary: Dict[str, Any], opts: argparse.Namespace) -> None:
-    print(f"\nmakini-source benchmark: {summary['pos']:,} POs, median of {summary['repeat']} run(s)")
-    print(f"{'mode':<12} {'wall s':>9} {'records':>10} {'records/s':>11} {'peak RSS MB':>12} {'CPU s':>7}  runs (wall s)")
+def print_table(summary: dict[str, Any], opts: argparse.Namespace) -> None:
+    print(
+        f"\nmakini-source benchmark: {summary['pos']:,} POs, median of {summary['repeat']} run(s)"
+    )
+    print(
+        f"{'mode':<12} {'wall s':>9} {'records':>10} {'records/s':>11} {'peak RSS MB':>12} {'CPU s':>7}  runs (wall s)"
+    )
     for mode, row in summary["modes"].items():
         runs = " ".join(f"{w:.2f}" for w in row["wall_seconds_runs"])
         print(
@@ -512,8 +592,10 @@ def print_table(summary: Dict[str, Any], opts: argparse.Namespace) -> None:
             order = ("extract", "normalize", "load")
             parts = ", ".join(
                 f"{k} {row.get('step_seconds', {}).get(k, float('nan')):.1f} s / {row['step_peak_rss_mb'][k]:.0f} MB"
-                if k in row.get("step_seconds", {}) else f"{k} {row['step_peak_rss_mb'][k]:.0f} MB"
-                for k in order if k in row["step_peak_rss_mb"]
+                if k in row.get("step_seconds", {})
+                else f"{k} {row['step_peak_rss_mb'][k]:.0f} MB"
+                for k in order
+                if k in row["step_peak_rss_mb"]
             )
             print(f"  {mode} by step: {parts}")
     for name, value in summary["ratios"].items():
@@ -527,21 +609,41 @@ def print_table(summary: Dict[str, Any], opts: argparse.Namespace) -> None:
         )
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pos", type=int, default=100_000, help="purchase orders (~5 lines each)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds; the table shows medians")
-    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
-    parser.add_argument("--json", dest="json_path", default=None, help="write the summary (and every run) here")
-    parser.add_argument("--rate-limit", type=int, default=600, help="R: requests per minute per connection")
-    parser.add_argument("--rate-window", type=float, default=10.0, help="rate-limit window in seconds (limit scaled to it)")
-    parser.add_argument("--rate-pos", type=int, default=2000, help="POs per rate-limited connection")
-    parser.add_argument("--rate-page-size", type=int, default=10, help="page size in the rate-limited run")
     parser.add_argument(
-        "--duckdb-memory-limit", default=None,
+        "--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}"
+    )
+    parser.add_argument(
+        "--json", dest="json_path", default=None, help="write the summary (and every run) here"
+    )
+    parser.add_argument(
+        "--rate-limit", type=int, default=600, help="R: requests per minute per connection"
+    )
+    parser.add_argument(
+        "--rate-window",
+        type=float,
+        default=10.0,
+        help="rate-limit window in seconds (limit scaled to it)",
+    )
+    parser.add_argument(
+        "--rate-pos", type=int, default=2000, help="POs per rate-limited connection"
+    )
+    parser.add_argument(
+        "--rate-page-size", type=int, default=10, help="page size in the rate-limited run"
+    )
+    parser.add_argument(
+        "--duckdb-memory-limit",
+        default=None,
         help="DuckDB memory_limit for the peer and makini loads (e.g. 256MB; default: DuckDB's own, 80%% of RAM)",
     )
-    parser.add_argument("--workdir", default=None, help="keep DuckDB files and pipelines here (default: a temp dir)")
+    parser.add_argument(
+        "--workdir", default=None, help="keep DuckDB files and pipelines here (default: a temp dir)"
+    )
     opts = parser.parse_args(argv)
     unknown = set(opts.modes.split(",")) - set(MODES)
     if unknown:
@@ -549,16 +651,20 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return opts
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     opts = parse_args(argv)
     modes = opts.modes.split(",")
     workdir = Path(opts.workdir) if opts.workdir else Path(tempfile.mkdtemp(prefix="makini-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"starting the sandbox ({opts.pos:,} POs, prewarmed) ...", file=sys.stderr, flush=True)
     sandbox = Sandbox(opts.pos, opts.rate_pos, workdir)
-    rounds: List[Dict[str, Dict[str, Any]]] = []
+    rounds: list[dict[str, dict[str, Any]]] = []
     try:
-        print(f"sandbox ready at {sandbox.url} in {sandbox.ready_seconds:.1f} s", file=sys.stderr, flush=True)
+        print(
+            f"sandbox ready at {sandbox.url} in {sandbox.ready_seconds:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
         for k in range(opts.repeat):
             print(f"round {k + 1}/{opts.repeat}", file=sys.stderr, flush=True)
             rounds.append(run_once(sandbox, modes, opts, workdir))

@@ -29,8 +29,9 @@ in the working directory):
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any
 
 import dlt
 from dagster import (
@@ -60,9 +61,9 @@ DEFAULT_DATASET = "makini_data"
 DEFAULT_DUCKDB_PATH = "makini.duckdb"
 
 
-def configured_tokens() -> Dict[str, str]:
+def configured_tokens() -> dict[str, str]:
     """Connection name -> token from dlt config (`sources.makini.connections` / `api_token`)."""
-    tokens: Dict[str, str] = {}
+    tokens: dict[str, str] = {}
     connections = dlt.secrets.get("sources.makini.connections", dict)
     if connections:
         tokens.update({str(name): str(token) for name, token in connections.items()})
@@ -72,7 +73,7 @@ def configured_tokens() -> Dict[str, str]:
     return tokens
 
 
-def connection_names() -> List[str]:
+def connection_names() -> list[str]:
     """The configured connection names (the partitions), sorted; no tokens."""
     names = sorted(configured_tokens())
     check_pipeline_names(names)
@@ -86,7 +87,7 @@ def pipeline_name(connection: str) -> str:
 
 def check_pipeline_names(connections: Any) -> None:
     """Refuses connection names that would share a pipeline (and so its state)."""
-    seen: Dict[str, str] = {}
+    seen: dict[str, str] = {}
     for connection in connections:
         other = seen.setdefault(pipeline_name(connection), connection)
         if other != connection:
@@ -228,7 +229,7 @@ def _with_connection_rows(event: Any, pipeline: dlt.Pipeline, connection: str) -
 
 
 def _line_items_materialization(pipeline: dlt.Pipeline, connection: str) -> AssetMaterialization:
-    metadata: Dict[str, Any] = {"dlt_pipeline": pipeline.pipeline_name}
+    metadata: dict[str, Any] = {"dlt_pipeline": pipeline.pipeline_name}
     trace = pipeline.last_trace
     normalized = trace.last_normalize_info if trace else None
     loaded = normalized.row_counts.get(LINE_ITEMS_TABLE) if normalized else None
@@ -240,7 +241,7 @@ def _line_items_materialization(pipeline: dlt.Pipeline, connection: str) -> Asse
     return AssetMaterialization(asset_key=line_items_key, partition=connection, metadata=metadata)
 
 
-def _connection_rows(pipeline: dlt.Pipeline, table: str, connection: str) -> Optional[int]:
+def _connection_rows(pipeline: dlt.Pipeline, table: str, connection: str) -> int | None:
     """Rows of `connection` in `table` at the destination (None if the table isn't there)."""
     if table not in pipeline.default_schema.data_table_names():
         return None
@@ -257,4 +258,4 @@ defs = Definitions(
     resources={"dlt": DagsterDltResource()},
 )
 
-__all__ = ["defs", "makini_tables", "line_items", "connections_partitions", "ENTITIES"]
+__all__ = ["ENTITIES", "connections_partitions", "defs", "line_items", "makini_tables"]

@@ -31,14 +31,27 @@ from makini_source import makini_source
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--limit", type=int, default=60, help="requests per window (default 60)")
-    parser.add_argument("--window", type=float, default=60.0, help="window length in seconds (default 60)")
-    parser.add_argument("--pages", type=int, default=200, help="vendor pages to read, at least (default 200)")
+    parser.add_argument(
+        "--window", type=float, default=60.0, help="window length in seconds (default 60)"
+    )
+    parser.add_argument(
+        "--pages", type=int, default=200, help="vendor pages to read, at least (default 200)"
+    )
     parser.add_argument("--page-size", type=int, default=2, help="records per page (default 2)")
     parser.add_argument("--retry-after-format", choices=("seconds", "http-date"), default="seconds")
-    parser.add_argument("--max-429", type=int, default=3, help="most 429 answers accepted (default 3)")
-    parser.add_argument("--min-percent", type=float, default=90.0, help="least %% of the limit accepted (default 90)")
+    parser.add_argument(
+        "--max-429", type=int, default=3, help="most 429 answers accepted (default 3)"
+    )
+    parser.add_argument(
+        "--min-percent",
+        type=float,
+        default=90.0,
+        help="least %% of the limit accepted (default 90)",
+    )
     return parser.parse_args(argv)
 
 
@@ -49,9 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     config = SandboxConfig(
         connections=[
             ConnectionConfig(
-                name="paced", token="tok_paced", purchase_orders=1, vendors=vendors, materials=1,
-                sites=1, assets=1, work_orders=1, rate_limit=args.limit,
-                rate_window_seconds=args.window, retry_after_format=args.retry_after_format,
+                name="paced",
+                token="tok_paced",
+                purchase_orders=1,
+                vendors=vendors,
+                materials=1,
+                sites=1,
+                assets=1,
+                work_orders=1,
+                rate_limit=args.limit,
+                rate_window_seconds=args.window,
+                retry_after_format=args.retry_after_format,
             )
         ]
     )
@@ -69,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
             dataset_name="makini_data",
         )
         source = makini_source(
-            base_url=server.url, connections=server.tokens, entities=["vendors"],
+            base_url=server.url,
+            connections=server.tokens,
+            entities=["vendors"],
             page_size=args.page_size,
         )
         started = time.monotonic()
@@ -77,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         elapsed = time.monotonic() - started
         stats = server.admin.stats()["connections"]["paced"]
         with pipeline.sql_client() as client:
-            rows = client.execute_sql(f"SELECT COUNT(*) FROM {client.make_qualified_table_name('vendors')}")[0][0]
+            rows = client.execute_sql(
+                f"SELECT COUNT(*) FROM {client.make_qualified_table_name('vendors')}"
+            )[0][0]
     requests = stats["requests"]
     rejected = stats["status"].get("429", 0)
     span = stats["last_request_ts"] - stats["first_request_ts"]
@@ -89,7 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"429 answers:        {rejected}")
     print(f"request rate:       {rate:.3f}/s = {percent:.1f}% of the limit")
     ok = rows == vendors and rejected <= args.max_429 and percent >= args.min_percent
-    print("OK" if ok else f"FAILED: want <= {args.max_429} 429s and >= {args.min_percent:g}% of the limit")
+    print(
+        "OK"
+        if ok
+        else f"FAILED: want <= {args.max_429} 429s and >= {args.min_percent:g}% of the limit"
+    )
     return 0 if ok else 1
 
 

@@ -205,18 +205,20 @@ class Loader:
 
     def rows(self, table: str) -> dict[tuple[str, str], dict[str, Any]]:
         """(connection_id, key) -> row; fails on duplicate keys."""
-        with self.pipeline.sql_client() as client:
-            with client.execute_query(
+        with (
+            self.pipeline.sql_client() as client,
+            client.execute_query(
                 f"SELECT * FROM {client.make_qualified_table_name(table)}"
-            ) as cursor:
-                names = [d[0] for d in cursor.description]
-                result: dict[tuple[str, str], dict[str, Any]] = {}
-                for values in cursor.fetchall():
-                    row = dict(zip(names, values))
-                    key = (row["connection_id"], row["key"])
-                    assert key not in result, f"duplicate row {key} in {table}"
-                    result[key] = row
-                return result
+            ) as cursor,
+        ):
+            names = [d[0] for d in cursor.description]
+            result: dict[tuple[str, str], dict[str, Any]] = {}
+            for values in cursor.fetchall():
+                row = dict(zip(names, values))
+                key = (row["connection_id"], row["key"])
+                assert key not in result, f"duplicate row {key} in {table}"
+                result[key] = row
+            return result
 
     def watermarks(self, resource: str) -> dict[str, str]:
         sources = self.pipeline.state.get("sources", {})

@@ -18,12 +18,24 @@ BENCHMARK = Path(__file__).resolve().parents[1] / "pipelines" / "benchmark.py"
 @pytest.mark.timeout(180)
 def test_benchmark_runs_every_mode_on_a_tiny_sandbox(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    proc = subprocess.run(
+    proc = subprocess.run(  # noqa: PLW1510 - the return code is asserted
         [
-            sys.executable, str(BENCHMARK), "--pos", "200", "--rate-pos", "40",
-            "--rate-limit", "1200", "--rate-window", "2", "--json", str(out),
+            sys.executable,
+            str(BENCHMARK),
+            "--pos",
+            "200",
+            "--rate-pos",
+            "40",
+            "--rate-limit",
+            "1200",
+            "--rate-window",
+            "2",
+            "--json",
+            str(out),
         ],
-        capture_output=True, text=True, timeout=170,
+        capture_output=True,
+        text=True,
+        timeout=170,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(out.read_text())

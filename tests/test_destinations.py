@@ -109,10 +109,13 @@ def test_schema_normalizes_into_a_valid_load_package(
         assert (line_columns[column]["precision"], line_columns[column]["scale"]) == (38, 9)
         assert ddl["purchase_order_line_items"][column] == want["decimal"]
     assert ddl["purchase_orders"]["total_net_value"] == want["decimal"]
-    # line items: each loaded PO replaces its lines (merge key), marker rows delete them
-    assert {c for c, col in line_columns.items() if col.get("merge_key")} == {
+    # line items: each loaded PO replaces its lines (a destination scope joining on the PO
+    # key), deduplicated on (connection_id, key); marker rows delete a PO's last lines
+    scope = prepared["purchase_order_line_items"]["x-merge-destination-scope"]  # type: ignore[typeddict-item]
+    assert "purchase_order_key" in scope and "{staging_table}" in scope
+    assert {c for c, col in line_columns.items() if col.get("primary_key")} == {
         "connection_id",
-        "purchase_order_key",
+        "key",
     }
     assert line_columns["_makini_po_marker"].get("hard_delete") is True
     assert ddl["purchase_order_line_items"]["_makini_po_marker"] == want["bool"]

@@ -14,7 +14,6 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Tuple
 
 import duckdb
 import pytest
@@ -33,12 +32,17 @@ pytestmark = pytest.mark.timeout(900)
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = [
-    "purchase_orders", "purchase_order_line_items", "vendors", "materials", "sites", "assets",
+    "purchase_orders",
+    "purchase_order_line_items",
+    "vendors",
+    "materials",
+    "sites",
+    "assets",
     "work_orders",
 ]
 
 
-def airflow_env(home: Path, sandbox: Sandbox, duckdb_path: Path) -> Dict[str, str]:
+def airflow_env(home: Path, sandbox: Sandbox, duckdb_path: Path) -> dict[str, str]:
     ours = ("AIRFLOW", "SOURCES__", "MAKINI__")
     env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     (home / "dags").mkdir(parents=True, exist_ok=True)
@@ -56,7 +60,7 @@ def airflow_env(home: Path, sandbox: Sandbox, duckdb_path: Path) -> Dict[str, st
     return env
 
 
-def api_counts(sandbox: Sandbox, connection: str) -> Dict[str, int]:
+def api_counts(sandbox: Sandbox, connection: str) -> dict[str, int]:
     counts = {}
     for entity in ("purchase_orders", "vendors", "materials", "sites", "assets", "work_orders"):
         records = sandbox.records(entity, connection)
@@ -66,7 +70,7 @@ def api_counts(sandbox: Sandbox, connection: str) -> Dict[str, int]:
     return counts
 
 
-def destination_counts(path: Path) -> Dict[Tuple[str, str], int]:
+def destination_counts(path: Path) -> dict[tuple[str, str], int]:
     with duckdb.connect(str(path), read_only=True) as con:
         result = {}
         for table in TABLES:
@@ -90,12 +94,12 @@ def test_dag_loads_each_connection_in_its_own_pipeline(sandbox_factory, tmp_path
     shutil.copy(REPO / "pipelines" / "airflow_dag.py", home / "dags" / "makini_dag.py")
     airflow = [sys.executable, "-m", "airflow"]
 
-    migrate = subprocess.run(
+    migrate = subprocess.run(  # noqa: PLW1510 - the return code is asserted
         airflow + ["db", "migrate"], env=env, capture_output=True, text=True, timeout=300
     )
     assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
 
-    run = subprocess.run(
+    run = subprocess.run(  # noqa: PLW1510 - the return code is asserted
         airflow + ["dags", "test", "makini"], env=env, capture_output=True, text=True, timeout=600
     )
     output = run.stdout + run.stderr

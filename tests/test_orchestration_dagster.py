@@ -7,8 +7,9 @@ import importlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any
 
 import duckdb
 import pytest
@@ -25,7 +26,12 @@ from dagster import AssetKey, DagsterInstance, materialize
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = [
-    "purchase_orders", "purchase_order_line_items", "vendors", "materials", "sites", "assets",
+    "purchase_orders",
+    "purchase_order_line_items",
+    "vendors",
+    "materials",
+    "sites",
+    "assets",
     "work_orders",
 ]
 MODULE = "pipelines.dagster_definitions"
@@ -48,7 +54,7 @@ def definitions(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         sys.modules.pop(MODULE, None)
 
 
-def api_counts(sandbox: Sandbox, connection: str) -> Dict[str, int]:
+def api_counts(sandbox: Sandbox, connection: str) -> dict[str, int]:
     """Records per table of one connection, read over plain HTTP (tombstones included)."""
     counts = {}
     for entity in ("purchase_orders", "vendors", "materials", "sites", "assets", "work_orders"):
@@ -59,7 +65,7 @@ def api_counts(sandbox: Sandbox, connection: str) -> Dict[str, int]:
     return counts
 
 
-def destination_counts(path: Path) -> Dict[Tuple[str, str], int]:
+def destination_counts(path: Path) -> dict[tuple[str, str], int]:
     with duckdb.connect(str(path), read_only=True) as con:
         result = {}
         for table in TABLES:
@@ -120,11 +126,13 @@ def test_materialize_two_partitions_into_one_dataset(
 
     # acme's first run knew the column globex created: its text values went to a variant
     with duckdb.connect(str(tmp_path / "makini.duckdb"), read_only=True) as con:
-        columns = dict(con.execute(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = 'makini_data' AND table_name = 'purchase_orders' "
-            "AND column_name LIKE 'custom_fields__cost_center%'"
-        ).fetchall())
+        columns = dict(
+            con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'makini_data' AND table_name = 'purchase_orders' "
+                "AND column_name LIKE 'custom_fields__cost_center%'"
+            ).fetchall()
+        )
         assert columns == {
             "custom_fields__cost_center": "BIGINT",
             "custom_fields__cost_center__v_text": "VARCHAR",

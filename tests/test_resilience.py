@@ -45,7 +45,11 @@ class RecordingTransport(httpx.HTTPTransport):
         self._lock = threading.Lock()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        entry: dict[str, Any] = {"path": request.url.path, "sent": time.monotonic(), "wall": time.time()}
+        entry: dict[str, Any] = {
+            "path": request.url.path,
+            "sent": time.monotonic(),
+            "wall": time.time(),
+        }
         with self._lock:
             self.log.append(entry)
         try:
@@ -66,14 +70,20 @@ def one_connection(vendors: int = 12, **overrides: Any) -> SandboxConfig:
     return SandboxConfig(connections=[ConnectionConfig(**fields)])
 
 
-def client_for(sandbox: Sandbox, connection: str = "acme", **retry: Any) -> tuple[MakiniClient, RecordingTransport]:
+def client_for(
+    sandbox: Sandbox, connection: str = "acme", **retry: Any
+) -> tuple[MakiniClient, RecordingTransport]:
     transport = RecordingTransport()
     policy = RetryPolicy(**{"backoff_base_seconds": 0.01, "timeout_seconds": 5.0, **retry})
-    client = MakiniClient(sandbox.url, sandbox.tokens[connection], connection, retry=policy, transport=transport)
+    client = MakiniClient(
+        sandbox.url, sandbox.tokens[connection], connection, retry=policy, transport=transport
+    )
     return client, transport
 
 
-def read_all(client: MakiniClient, entity: str = "vendors", path: str = "vendors", page_size: int = 2) -> int:
+def read_all(
+    client: MakiniClient, entity: str = "vendors", path: str = "vendors", page_size: int = 2
+) -> int:
     return sum(len(page.records) for page in client.iter_pages(entity, path, {}, page_size))
 
 
@@ -113,7 +123,9 @@ def find_error(exc: BaseException, kind: type) -> Any:
 # --- 1. pacing ------------------------------------------------------------------------------
 
 
-def test_pacing_uses_nearly_the_full_rate_without_429s(loader: Loader, sandbox_factory: Any) -> None:
+def test_pacing_uses_nearly_the_full_rate_without_429s(
+    loader: Loader, sandbox_factory: Any
+) -> None:
     sandbox = sandbox_factory(one_connection(vendors=40))
     loader.sandbox = sandbox
     sandbox.post("/_admin/connections/acme/rate-limit", {"limit": 10, "window_seconds": 2})
@@ -136,7 +148,16 @@ def test_retry_after_is_waited_exactly(sandbox: Sandbox, status: int, retry_form
         retry_after = email.utils.formatdate(wake, usegmt=True)
     else:
         retry_after = "0.7"
-    set_faults(sandbox, {"kind": "status", "status": status, "retry_after": retry_after, "times": 1, "entity": "vendors"})
+    set_faults(
+        sandbox,
+        {
+            "kind": "status",
+            "status": status,
+            "retry_after": retry_after,
+            "times": 1,
+            "entity": "vendors",
+        },
+    )
     client, transport = client_for(sandbox, backoff_base_seconds=5.0)  # a backoff would show
     assert read_all(client) == 12
     rejected = next(i for i, e in enumerate(transport.log) if e["status"] == status)
@@ -175,7 +196,9 @@ def test_one_connection_limit_never_slows_another(sandbox_factory: Any) -> None:
     assert acme["requests"] == 5 and globex["requests"] == 40
     assert rate_of(acme) >= 0.85 * 1.0, acme
     assert rate_of(globex) >= 0.85 * 10.0, globex
-    overlap = min(acme["last_request_ts"], globex["last_request_ts"]) - max(acme["first_request_ts"], globex["first_request_ts"])
+    overlap = min(acme["last_request_ts"], globex["last_request_ts"]) - max(
+        acme["first_request_ts"], globex["first_request_ts"]
+    )
     assert overlap > 3.0  # they really ran at the same time
 
 
@@ -217,7 +240,9 @@ def table_contents(loader: Loader, table: str) -> dict[tuple[str, str], dict[str
     return contents
 
 
-def assert_same_rows(got: dict[Any, dict[str, Any]], want: dict[Any, dict[str, Any]], table: str) -> None:
+def assert_same_rows(
+    got: dict[Any, dict[str, Any]], want: dict[Any, dict[str, Any]], table: str
+) -> None:
     assert set(got) == set(want), f"{table}: keys differ"
     diffs = [
         (key, column, got[key].get(column), want[key].get(column))
@@ -244,7 +269,15 @@ def test_ten_percent_transient_failures_load_exactly_the_clean_rows(
     failed = sum(rule["fired"] for rule in rules)
     assert total["requests"] >= 70
     assert failed >= 5 and len([r for r in rules if r["fired"]]) >= 3, rules
-    for table in ("purchase_orders", "purchase_order_line_items", "vendors", "materials", "sites", "assets", "work_orders"):
+    for table in (
+        "purchase_orders",
+        "purchase_order_line_items",
+        "vendors",
+        "materials",
+        "sites",
+        "assets",
+        "work_orders",
+    ):
         assert_same_rows(table_contents(faulty, table), table_contents(clean, table), table)
 
 
@@ -269,7 +302,9 @@ def test_retries_back_off_exponentially_and_stop_at_max_attempts(sandbox: Sandbo
 
 def test_retries_stop_when_the_time_budget_is_spent(sandbox: Sandbox) -> None:
     set_faults(sandbox, {"kind": "html", "status": 502, "entity": "vendors"})
-    client, _ = client_for(sandbox, max_attempts=1000, backoff_base_seconds=0.05, max_elapsed_seconds=0.6)
+    client, _ = client_for(
+        sandbox, max_attempts=1000, backoff_base_seconds=0.05, max_elapsed_seconds=0.6
+    )
     started = time.monotonic()
     with pytest.raises(RetriableAPIError, match="gave up after") as caught:
         read_all(client)
@@ -293,16 +328,25 @@ def test_timeouts_resets_and_cut_off_bodies_are_retried(sandbox: Sandbox) -> Non
 # --- 3. permanent errors --------------------------------------------------------------------
 
 
-def test_bad_request_fails_fast_with_the_server_message(loader: Loader, sandbox_factory: Any) -> None:
+def test_bad_request_fails_fast_with_the_server_message(
+    loader: Loader, sandbox_factory: Any
+) -> None:
     sandbox = sandbox_factory(one_connection())
     loader.sandbox = sandbox
-    set_faults(sandbox, {"kind": "status", "status": 400, "entity": "vendors", "message": "limit is out of range"})
+    set_faults(
+        sandbox,
+        {"kind": "status", "status": 400, "entity": "vendors", "message": "limit is out of range"},
+    )
     transport = RecordingTransport()
     with pytest.raises(PipelineStepFailed) as caught:
         loader.run(entities=["vendors"], backoff_base_seconds=0.01, transport=transport)
     error = find_error(caught.value, BadRequestError)
     assert "limit is out of range" in str(error)
-    assert error.connection == "acme" and error.entity == "vendors" and error.code == "INVALID_PARAMETER"
+    assert (
+        error.connection == "acme"
+        and error.entity == "vendors"
+        and error.code == "INVALID_PARAMETER"
+    )
     assert REQUEST_ID.search(str(error))
     assert [e["path"] for e in transport.log].count("/api/v1/vendors") == 1  # no retry
 
@@ -311,14 +355,21 @@ def test_failed_connections_are_listed_and_the_healthy_one_commits(
     loader: Loader, sandbox_factory: Any
 ) -> None:
     connections = small_connections()
-    connections.append(ConnectionConfig(name="initech", token="tok_initech", vendors=6, sites=2, purchase_orders=3))
+    connections.append(
+        ConnectionConfig(name="initech", token="tok_initech", vendors=6, sites=2, purchase_orders=3)
+    )
     sandbox = sandbox_factory(SandboxConfig(connections=connections))
     loader.sandbox = sandbox
     sandbox.post("/_admin/connections/acme/token", {"revoked": True})
-    set_faults(sandbox, {"kind": "status", "status": 503, "connection": "globex", "entity": "vendors"})
+    set_faults(
+        sandbox, {"kind": "status", "status": 503, "connection": "globex", "entity": "vendors"}
+    )
     source = makini_source(
-        base_url=sandbox.url, connections=dict(sandbox.tokens), entities=["vendors", "sites"],
-        max_attempts=3, backoff_base_seconds=0.01,
+        base_url=sandbox.url,
+        connections=dict(sandbox.tokens),
+        entities=["vendors", "sites"],
+        max_attempts=3,
+        backoff_base_seconds=0.01,
     )
     loader.pipeline.run(source, loader_file_format="parquet").raise_on_failed_jobs()
     assert {key[0] for key in loader.rows("vendors")} == {"initech"}
@@ -329,7 +380,9 @@ def test_failed_connections_are_listed_and_the_healthy_one_commits(
     assert set(failures) == {"acme", "globex"}
     assert isinstance(failures["acme"], ReauthorizationRequired)
     assert "'acme' needs reauthorization" in str(failures["acme"])
-    assert failures["globex"].status == 503 and "gave up after 3 attempts" in str(failures["globex"])
+    assert failures["globex"].status == 503 and "gave up after 3 attempts" in str(
+        failures["globex"]
+    )
     with pytest.raises(ConnectionsFailed) as caught:
         raise_on_connection_failures(source)
     text = str(caught.value)
@@ -348,7 +401,9 @@ def test_permission_denied_skips_the_entity_with_a_warning_or_fails(
     assert {key[0] for key in loader.rows("vendors")} == {"acme", "globex"}
     assert "acme" not in loader.watermarks("sites")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("sites" in m and "acme" in m and "PERMISSION_DENIED" in m for m in warnings), warnings
+    assert any("sites" in m and "acme" in m and "PERMISSION_DENIED" in m for m in warnings), (
+        warnings
+    )
 
     with pytest.raises(PipelineStepFailed) as caught:
         loader.run(entities=["sites"], on_permission_denied="fail")
@@ -362,20 +417,36 @@ def test_permission_denied_skips_the_entity_with_a_warning_or_fails(
 VIOLATIONS = [
     ({"kind": "bad_record", "index": 1, "drop_field": "key"}, "vendors", "key"),
     ({"kind": "bad_record", "index": 0, "drop_field": "updatedAt"}, "vendors", "updatedAt"),
-    ({"kind": "bad_record", "index": 1, "set_field": {"updatedAt": "last tuesday"}}, "vendors", "updatedAt"),
-    ({"kind": "bad_record", "index": 2, "set_field": {"totalNetValue": "12,5"}}, "purchase_orders", "totalNetValue"),
-    ({"kind": "non_json", "body": "<html>OK</html>", "content_type": "text/html"}, "vendors", "body"),
+    (
+        {"kind": "bad_record", "index": 1, "set_field": {"updatedAt": "last tuesday"}},
+        "vendors",
+        "updatedAt",
+    ),
+    (
+        {"kind": "bad_record", "index": 2, "set_field": {"totalNetValue": "12,5"}},
+        "purchase_orders",
+        "totalNetValue",
+    ),
+    (
+        {"kind": "non_json", "body": "<html>OK</html>", "content_type": "text/html"},
+        "vendors",
+        "body",
+    ),
     ({"kind": "repeat_cursor", "after": 1}, "vendors", "next_cursor"),
 ]
 
 
-def test_contract_violations_stop_the_run_naming_where(loader: Loader, sandbox_factory: Any) -> None:
+def test_contract_violations_stop_the_run_naming_where(
+    loader: Loader, sandbox_factory: Any
+) -> None:
     sandbox = sandbox_factory(one_connection())
     loader.sandbox = sandbox
     paths = {"vendors": "vendors", "purchase_orders": "purchase-orders"}
     for rule, entity, field in VIOLATIONS:
         set_faults(sandbox, {**rule, "entity": paths[entity], "times": 1})
-        source = makini_source(base_url=sandbox.url, connections=dict(sandbox.tokens), entities=[entity], page_size=3)
+        source = makini_source(
+            base_url=sandbox.url, connections=dict(sandbox.tokens), entities=[entity], page_size=3
+        )
         with pytest.raises(PipelineStepFailed) as caught:
             # the violation stops extraction; nothing is normalized or loaded
             loader.pipeline.extract(source)
@@ -383,25 +454,35 @@ def test_contract_violations_stop_the_run_naming_where(loader: Loader, sandbox_f
         assert (error.connection, error.entity) == ("acme", entity), rule
         assert error.field is not None and field in error.field, (rule, error)
         text = str(caught.value)
-        assert "connection=acme" in text and f"entity={entity}" in text and repr(error.field) in text
+        assert (
+            "connection=acme" in text and f"entity={entity}" in text and repr(error.field) in text
+        )
         assert REQUEST_ID.search(text), text
         assert not loader.pipeline.has_pending_data
         assert [r["fired"] for r in fired(sandbox)] == [1], rule
     # and through a whole run: nothing of the run is loaded, the watermark does not move
-    set_faults(sandbox, {"kind": "bad_record", "index": 0, "drop_field": "key", "entity": "vendors", "after": 2})
+    set_faults(
+        sandbox,
+        {"kind": "bad_record", "index": 0, "drop_field": "key", "entity": "vendors", "after": 2},
+    )
     with pytest.raises(PipelineStepFailed, match=r"record has no 'key'.*field 'key'"):
         loader.run(entities=["vendors"], page_size=3)
     assert loader.watermarks("vendors") == {}
     assert loader.pipeline.list_completed_load_packages() == []
 
 
-def test_unknown_field_becomes_a_column_and_long_strings_land_intact(loader: Loader, sandbox: Sandbox) -> None:
+def test_unknown_field_becomes_a_column_and_long_strings_land_intact(
+    loader: Loader, sandbox: Sandbox
+) -> None:
     long_name = "Ü" + "x" * 100_000 + "ß"
     sandbox.put_record("acme", "vendors", "V-LONG", {"name": long_name})
     long_notes = "line\n" * 20_000
     po = sandbox.records("purchase_orders", "acme")[0]
     sandbox.put_record("acme", "purchase-orders", po["key"], {"notes": long_notes})
-    set_faults(sandbox, {"kind": "extra_field", "entity": "vendors", "field": "loyaltyTier", "value": "gold"})
+    set_faults(
+        sandbox,
+        {"kind": "extra_field", "entity": "vendors", "field": "loyaltyTier", "value": "gold"},
+    )
     loader.run(entities=["vendors", "purchase_orders"])
     vendors = loader.rows("vendors")
     assert vendors[("acme", "V-LONG")]["name"] == long_name
@@ -425,5 +506,51 @@ def test_tls_is_verified_and_plain_http_only_reaches_loopback() -> None:
     assert check_base_url("http://localhost:1") == "http://localhost:1"
     with pytest.raises(ConfigurationError, match="plain http"):
         check_base_url("http://api.example.com")
-    assert check_base_url("http://api.example.com", allow_insecure_http=True) == "http://api.example.com"
+    assert (
+        check_base_url("http://api.example.com", allow_insecure_http=True)
+        == "http://api.example.com"
+    )
     assert "secret-token" not in repr(MakiniClient("https://x.io", "secret-token", "a")._http.auth)  # type: ignore[attr-defined]
+
+
+def test_a_rate_limited_connection_never_slows_another_in_one_run(
+    sandbox_factory: Any, tmp_path: Any
+) -> None:
+    """Within one pipeline run, a connection held back by a low limit does not pace a fast one."""
+    sandbox = sandbox_factory(
+        SandboxConfig(
+            connections=[
+                ConnectionConfig(
+                    name="slow",
+                    token="tok_slow",
+                    purchase_orders=0,
+                    vendors=16,
+                    materials=0,
+                    sites=0,
+                    assets=0,
+                    work_orders=0,
+                ),
+                ConnectionConfig(
+                    name="fast",
+                    token="tok_fast",
+                    purchase_orders=0,
+                    vendors=80,
+                    materials=0,
+                    sites=0,
+                    assets=0,
+                    work_orders=0,
+                ),
+            ]
+        )
+    )
+    sandbox.post("/_admin/connections/slow/rate-limit", {"limit": 2, "window_seconds": 1})
+    sandbox.admin.delete("/_admin/stats").raise_for_status()
+    loader = Loader(sandbox, tmp_path)
+    loader.run(entities=["vendors"], page_size=2)  # slow: ~9 requests at 2/s; fast: ~41 at once
+    stats = sandbox.admin.get("/_admin/stats").json()["data"]["connections"]
+    slow_span = stats["slow"]["last_request_ts"] - stats["slow"]["first_request_ts"]
+    fast_span = stats["fast"]["last_request_ts"] - stats["fast"]["first_request_ts"]
+    assert slow_span > 3.0
+    # in lockstep the fast connection would finish no sooner than the slow one
+    assert fast_span < slow_span / 2, (fast_span, slow_span)
+    assert len(loader.rows("vendors")) == 96

@@ -47,8 +47,14 @@ def pipeline_env(sandbox: Sandbox, **extra: str) -> dict[str, str]:
 
 def pipeline_command(workdir: Path, *args: str) -> list[str]:
     return [
-        sys.executable, str(SCRIPT), "--pipeline-name", PIPELINE,
-        "--pipelines-dir", str(workdir / "pipelines"), "--duckdb-path", str(workdir / "crashy.duckdb"),
+        sys.executable,
+        str(SCRIPT),
+        "--pipeline-name",
+        PIPELINE,
+        "--pipelines-dir",
+        str(workdir / "pipelines"),
+        "--duckdb-path",
+        str(workdir / "crashy.duckdb"),
         *args,
     ]
 
@@ -79,15 +85,20 @@ def run_and_kill(sandbox: Sandbox, workdir: Path, stage: Stage, args: list[str])
     """Starts the pipeline script and SIGKILLs it as soon as `stage` is reached."""
     work = workdir / "pipelines" / PIPELINE
     process = subprocess.Popen(
-        pipeline_command(workdir, *args), env=pipeline_env(sandbox), cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        pipeline_command(workdir, *args),
+        env=pipeline_env(sandbox),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 90
     try:
         while not stage.reached(work):
             if process.poll() is not None:
                 output = process.stdout.read().decode() if process.stdout else ""
-                pytest.fail(f"pipeline ended (exit {process.returncode}) before {stage.name}:\n{output}")
+                pytest.fail(
+                    f"pipeline ended (exit {process.returncode}) before {stage.name}:\n{output}"
+                )
             if time.monotonic() > deadline:
                 pytest.fail(f"{stage.name} not reached in time")
             time.sleep(0.002)
@@ -104,7 +115,9 @@ def watermarks(pipeline: dlt.Pipeline) -> dict[str, dict[str, str]]:
     return {name: dict(state.get("watermarks", {})) for name, state in resources.items()}
 
 
-def assert_state_not_ahead_of_loaded(workdir: Path, sandbox: Sandbox, loaded_before: dict[str, dict[str, str]]) -> None:
+def assert_state_not_ahead_of_loaded(
+    workdir: Path, sandbox: Sandbox, loaded_before: dict[str, dict[str, str]]
+) -> None:
     """Every stored watermark is covered: by data in the destination, or by a load package
     still pending (the next run finishes pending packages before it reads anything)."""
     pipeline = open_pipeline(workdir)
@@ -123,22 +136,36 @@ def assert_state_not_ahead_of_loaded(workdir: Path, sandbox: Sandbox, loaded_bef
                     assert (connection, record["key"]) in rows, (table, connection, record["key"])
 
 
-def test_sigkill_at_every_stage_then_rerun_loads_exactly_the_api(sandbox_factory: Any, tmp_path: Path) -> None:
-    sandbox = sandbox_factory(SandboxConfig(connections=small_connections(), page_delay_seconds=0.05))
+def test_sigkill_at_every_stage_then_rerun_loads_exactly_the_api(
+    sandbox_factory: Any, tmp_path: Path
+) -> None:
+    sandbox = sandbox_factory(
+        SandboxConfig(connections=small_connections(), page_delay_seconds=0.05)
+    )
     args = ["--page-size", "4", "--entities", "purchase_orders,vendors,sites"]
     stages = [
         # some pages served, the extract not yet committed
-        Stage("mid-extract", lambda work: (
-            sandbox.admin.get("/_admin/stats").json()["data"]["total"]["requests"] >= 8
-        )),
+        Stage(
+            "mid-extract",
+            lambda work: (
+                sandbox.admin.get("/_admin/stats").json()["data"]["total"]["requests"] >= 8
+            ),
+        ),
         # the extracted package is committed (with the new state): normalizing it
-        Stage("mid-normalize", lambda work: bool(
-            entries(work / "normalize" / "extracted") or entries(work / "load" / "new")
-        )),
+        Stage(
+            "mid-normalize",
+            lambda work: bool(
+                entries(work / "normalize" / "extracted") or entries(work / "load" / "new")
+            ),
+        ),
         # some jobs of the package are in the destination, others not yet
-        Stage("mid-load", lambda work: any(
-            entries(package / "completed_jobs") for package in entries(work / "load" / "normalized")
-        )),
+        Stage(
+            "mid-load",
+            lambda work: any(
+                entries(package / "completed_jobs")
+                for package in entries(work / "load" / "normalized")
+            ),
+        ),
     ]
     seen: list[str] = []
     loaded_before: dict[str, dict[str, str]] = {}
@@ -159,8 +186,13 @@ def test_sigkill_at_every_stage_then_rerun_loads_exactly_the_api(sandbox_factory
         sandbox.sync_all()
 
     done = subprocess.run(
-        pipeline_command(tmp_path, *args), env=pipeline_env(sandbox), cwd=ROOT,
-        capture_output=True, text=True, timeout=120, check=False,
+        pipeline_command(tmp_path, *args),
+        env=pipeline_env(sandbox),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert seen == ["mid-extract", "mid-normalize", "mid-load"]
@@ -176,7 +208,10 @@ def test_sigkill_at_every_stage_then_rerun_loads_exactly_the_api(sandbox_factory
     last_sync = {name: sandbox.sync_status(name)["last_sync_at"] for name in sandbox.tokens}
     for table, marks in watermarks(pipeline).items():
         for connection, mark in marks.items():
-            assert pendulum.parse(mark) == pendulum.parse(last_sync[connection]), (table, connection)
+            assert pendulum.parse(mark) == pendulum.parse(last_sync[connection]), (
+                table,
+                connection,
+            )
     # lines included: a resumed package that stages rows twice must not duplicate them
     assert_matches_api_subset(loader, sandbox)
 
@@ -188,7 +223,9 @@ def assert_matches_api_subset(loader: Loader, sandbox: Sandbox) -> None:
     saved = dict(test_source.ENTITY_PATHS)
     try:
         test_source.ENTITY_PATHS.clear()
-        test_source.ENTITY_PATHS.update({k: v for k, v in saved.items() if k in ("purchase_orders", "vendors", "sites")})
+        test_source.ENTITY_PATHS.update(
+            {k: v for k, v in saved.items() if k in ("purchase_orders", "vendors", "sites")}
+        )
         assert_matches_api(loader, sandbox)
     finally:
         test_source.ENTITY_PATHS.clear()
@@ -216,12 +253,17 @@ def test_failing_connections_exit_2_and_the_token_is_never_written_or_printed(
     sandbox_factory: Any, tmp_path: Path
 ) -> None:
     connections = small_connections()
-    connections.append(ConnectionConfig(name="initech", token="-", vendors=6, sites=2, purchase_orders=3))
+    connections.append(
+        ConnectionConfig(name="initech", token="-", vendors=6, sites=2, purchase_orders=3)
+    )
     for connection in connections:
         connection.token = TOKENS[connection.name]
     sandbox = sandbox_factory(SandboxConfig(connections=connections))
     sandbox.post("/_admin/connections/acme/token", {"revoked": True})  # 401
-    sandbox.post("/_admin/faults", {"rules": [{"kind": "status", "status": 503, "connection": "globex", "entity": "vendors"}]})
+    sandbox.post(
+        "/_admin/faults",
+        {"rules": [{"kind": "status", "status": 503, "connection": "globex", "entity": "vendors"}]},
+    )
     env = pipeline_env(
         sandbox,
         SOURCES__MAKINI__MAX_ATTEMPTS="3",
@@ -229,11 +271,16 @@ def test_failing_connections_exit_2_and_the_token_is_never_written_or_printed(
         RUNTIME__LOG_LEVEL="INFO",
     )
     run = subprocess.run(
-        pipeline_command(tmp_path, "--entities", "vendors,sites"), env=env, cwd=ROOT,
-        capture_output=True, text=True, timeout=120, check=False,
+        pipeline_command(tmp_path, "--entities", "vendors,sites"),
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert run.returncode == 2, run.stdout + run.stderr
-    failed = run.stderr[run.stderr.index("connection(s) failed"):]
+    failed = run.stderr[run.stderr.index("connection(s) failed") :]
     lines = {line.split(":")[0].strip(): line for line in failed.splitlines()[1:] if ":" in line}
     assert set(lines) == {"acme", "globex"}, failed
     assert "needs reauthorization" in lines["acme"] and "status=401" in lines["acme"]
@@ -242,14 +289,28 @@ def test_failing_connections_exit_2_and_the_token_is_never_written_or_printed(
 
     pipeline = open_pipeline(tmp_path)
     with pipeline.sql_client() as client:
-        loaded = client.execute_sql(f"SELECT DISTINCT connection_id FROM {client.make_qualified_table_name('vendors')}")
+        loaded = client.execute_sql(
+            f"SELECT DISTINCT connection_id FROM {client.make_qualified_table_name('vendors')}"
+        )
     assert {row[0] for row in loaded} == {"initech"}  # the healthy connection committed
 
     outputs = [run.stdout, run.stderr]
     for command in (["trace"],):
         shown = subprocess.run(
-            [dlt_command(), "pipeline", "--pipelines-dir", str(tmp_path / "pipelines"), PIPELINE, *command],
-            env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+            [
+                dlt_command(),
+                "pipeline",
+                "--pipelines-dir",
+                str(tmp_path / "pipelines"),
+                PIPELINE,
+                *command,
+            ],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         assert shown.returncode == 0, shown.stderr
         outputs += [shown.stdout, shown.stderr]
@@ -257,7 +318,9 @@ def test_failing_connections_exit_2_and_the_token_is_never_written_or_printed(
 
     files = [path for path in tmp_path.rglob("*") if path.is_file()]
     assert any(path.suffix == ".duckdb" for path in files)
-    assert any("load" in path.parts and "loaded" in path.parts for path in files)  # load packages kept
+    assert any(
+        "load" in path.parts and "loaded" in path.parts for path in files
+    )  # load packages kept
     for token in TOKENS.values():
         for text in outputs:
             assert token not in text

@@ -134,7 +134,7 @@ def test_colliding_keys_stay_apart_per_connection(loader: Loader, sandbox: Sandb
     assert rows[("acme", key)]["order_no"] == api_acme["orderNo"]
 
 
-def column_types(loader: Loader, table: str) -> Dict[str, str]:
+def column_types(loader: Loader, table: str) -> dict[str, str]:
     """column -> type per the destination's information_schema, spelled as DuckDB does."""
     if loader.pipeline.destination.destination_name == "postgres":
         return dict(
