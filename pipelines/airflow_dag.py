@@ -21,9 +21,7 @@ file: then the DAG runs one task at a time). Workers keep no local state: each t
 its pipeline's state from the destination and wipes its local folder when done.
 """
 
-import json
 import os
-import re
 from datetime import timedelta
 from typing import Any
 
@@ -32,15 +30,17 @@ import pendulum
 from airflow.configuration import AIRFLOW_HOME, conf
 from dlt.common.configuration.container import Container
 from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
-from dlt.common.destination.client import WithStateSync
-from dlt.common.destination.exceptions import DestinationUndefinedEntity
 from dlt.common.known_env import DLT_PROJECT_DIR
-from dlt.common.schema import Schema
 from dlt.extract import DltSource
 from dlt.helpers.airflow_helper import PipelineTasksGroup
 
-from makini_source import ConfigurationError, makini_source, raise_on_connection_failures
-from makini_source.settings import DEFAULT_CONNECTION_NAME
+from makini_source import makini_source, raise_on_connection_failures
+from makini_source.shared_dataset import (
+    check_pipeline_names,
+    configured_tokens,
+    pipeline_name,
+    seed_shared_schema,
+)
 
 try:  # Airflow 3
     from airflow.sdk import DAG
@@ -58,35 +58,6 @@ def _use_dags_folder_config() -> None:
         Container()[PluggableRunContext].reload_providers()
 
 
-def configured_tokens() -> dict[str, str]:
-    """Connection name -> token (`sources.makini.connections`, `sources.makini.api_token`)."""
-    tokens: dict[str, str] = {}
-    connections = dlt.secrets.get("sources.makini.connections", dict)
-    if connections:
-        tokens.update({str(name): str(token) for name, token in connections.items()})
-    api_token = dlt.secrets.get("sources.makini.api_token", str)
-    if api_token:
-        tokens.setdefault(DEFAULT_CONNECTION_NAME, str(api_token))
-    return tokens
-
-
-def pipeline_name(connection: str) -> str:
-    """The dlt pipeline (and task group) of one connection: `makini_<connection>`."""
-    return "makini_" + re.sub(r"[^0-9A-Za-z_]", "_", connection)
-
-
-def check_pipeline_names(connections: Any) -> None:
-    """Refuses connection names that would share a pipeline (and so its state)."""
-    seen: dict[str, str] = {}
-    for connection in connections:
-        other = seen.setdefault(pipeline_name(connection), connection)
-        if other != connection:
-            raise ConfigurationError(
-                f"connections {other!r} and {connection!r} map to the same pipeline name "
-                f"{pipeline_name(connection)!r}; rename one"
-            )
-
-
 def destination() -> Any:
     """The shared destination from config (`makini.destination`, `makini.duckdb_path`)."""
     name = dlt.config.get("makini.destination", str) or "duckdb"
@@ -95,29 +66,6 @@ def destination() -> Any:
         path = dlt.config.get("makini.duckdb_path", str) or default_path
         return dlt.destinations.duckdb(os.path.abspath(path))
     return name
-
-
-def seed_shared_schema(pipeline: dlt.Pipeline, source: DltSource) -> None:
-    """Starts `source` from the dataset's newest stored schema of its name, if there is one.
-
-    All connections' pipelines load into one dataset, but dlt restores a pipeline's schema from
-    the destination only once that pipeline has stored state there. Without this, the first
-    run of a new connection would not know the column types other connections already created
-    (a custom field that is an integer in one connection and text in another) and its load
-    would fail; with it, a differing type lands in a variant column, as in a single pipeline.
-    """
-    try:
-        with pipeline.destination_client() as client:
-            if not isinstance(client, WithStateSync):
-                return
-            stored = client.get_stored_schema(source.schema.name)
-    except DestinationUndefinedEntity:
-        return  # nothing loaded into the dataset yet
-    if stored is None:
-        return
-    schema = Schema.from_dict(json.loads(stored.schema))
-    schema.update_schema(source.schema)  # the source's own hints on top, as dlt does
-    source.schema = schema
 
 
 class MakiniTasksGroup(PipelineTasksGroup):

@@ -27,8 +27,6 @@ in the working directory):
   `~/.dlt/pipelines`). It is only a cache: each run restores its state from the destination.
 """
 
-import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,13 +44,15 @@ from dagster import (
 )
 from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
-from dlt.common.destination.client import WithStateSync
-from dlt.common.destination.exceptions import DestinationUndefinedEntity
-from dlt.common.schema import Schema
-from dlt.extract import DltSource
 
 from makini_source import ConfigurationError, makini_source, raise_on_connection_failures
-from makini_source.settings import DEFAULT_BASE_URL, DEFAULT_CONNECTION_NAME, ENTITIES
+from makini_source.settings import DEFAULT_BASE_URL, ENTITIES
+from makini_source.shared_dataset import (
+    check_pipeline_names,
+    configured_tokens,
+    pipeline_name,
+    seed_shared_schema,
+)
 
 ASSET_PREFIX = "makini"
 GROUP_NAME = "makini"
@@ -61,40 +61,11 @@ DEFAULT_DATASET = "makini_data"
 DEFAULT_DUCKDB_PATH = "makini.duckdb"
 
 
-def configured_tokens() -> dict[str, str]:
-    """Connection name -> token from dlt config (`sources.makini.connections` / `api_token`)."""
-    tokens: dict[str, str] = {}
-    connections = dlt.secrets.get("sources.makini.connections", dict)
-    if connections:
-        tokens.update({str(name): str(token) for name, token in connections.items()})
-    api_token = dlt.secrets.get("sources.makini.api_token", str)
-    if api_token:
-        tokens.setdefault(DEFAULT_CONNECTION_NAME, str(api_token))
-    return tokens
-
-
 def connection_names() -> list[str]:
     """The configured connection names (the partitions), sorted; no tokens."""
     names = sorted(configured_tokens())
     check_pipeline_names(names)
     return names
-
-
-def pipeline_name(connection: str) -> str:
-    """The dlt pipeline of one connection: `makini_<connection>` (state stays per connection)."""
-    return "makini_" + re.sub(r"[^0-9A-Za-z_]", "_", connection)
-
-
-def check_pipeline_names(connections: Any) -> None:
-    """Refuses connection names that would share a pipeline (and so its state)."""
-    seen: dict[str, str] = {}
-    for connection in connections:
-        other = seen.setdefault(pipeline_name(connection), connection)
-        if other != connection:
-            raise ConfigurationError(
-                f"connections {other!r} and {connection!r} map to the same pipeline name "
-                f"{pipeline_name(connection)!r}; rename one"
-            )
 
 
 def destination() -> Any:
@@ -124,29 +95,6 @@ def connection_source(connection: str) -> Any:
             f"connection {connection!r} is not configured in sources.makini.connections"
         )
     return makini_source(connections={connection: tokens[connection]})
-
-
-def seed_shared_schema(pipeline: dlt.Pipeline, source: DltSource) -> None:
-    """Starts `source` from the dataset's newest stored schema of its name, if there is one.
-
-    All connections' pipelines load into one dataset, but dlt restores a pipeline's schema from
-    the destination only once that pipeline has stored state there. Without this, the first
-    run of a new connection would not know the column types other connections already created
-    (a custom field that is an integer in one connection and text in another) and its load
-    would fail; with it, a differing type lands in a variant column, as in a single pipeline.
-    """
-    try:
-        with pipeline.destination_client() as client:
-            if not isinstance(client, WithStateSync):
-                return
-            stored = client.get_stored_schema(source.schema.name)
-    except DestinationUndefinedEntity:
-        return  # nothing loaded into the dataset yet
-    if stored is None:
-        return
-    schema = Schema.from_dict(json.loads(stored.schema))
-    schema.update_schema(source.schema)  # the source's own hints on top, as dlt does
-    source.schema = schema
 
 
 class MakiniTranslator(DagsterDltTranslator):
