@@ -456,3 +456,39 @@ def loader(request: pytest.FixtureRequest, sandbox: Sandbox, tmp_path: Path) -> 
             sandbox, tmp_path, dlt.destinations.postgres(credentials=server.create_database())
         )
     raise ValueError(f"unknown test destination {destination_name!r}")
+
+
+ALL_TABLES = (
+    "purchase_orders",
+    "purchase_order_line_items",
+    "vendors",
+    "materials",
+    "sites",
+    "assets",
+    "work_orders",
+)
+
+
+def api_counts(sandbox: Sandbox, connection: str) -> dict[str, int]:
+    """Records per table of one connection, read over plain HTTP (tombstones included)."""
+    counts = {}
+    for entity in ENTITY_PATHS:
+        records = sandbox.records(entity, connection)
+        counts[entity] = len(records)
+        if entity == "purchase_orders":
+            counts["purchase_order_line_items"] = sum(len(r["lineItems"] or []) for r in records)
+    return counts
+
+
+def duckdb_counts(path: Path, dataset: str = "makini_data") -> dict[tuple[str, str], int]:
+    """(table, connection_id) -> rows in a DuckDB file's dataset."""
+    import duckdb
+
+    with duckdb.connect(str(path), read_only=True) as con:
+        result = {}
+        for table in ALL_TABLES:
+            for connection, count in con.execute(
+                f"SELECT connection_id, COUNT(*) FROM {dataset}.{table} GROUP BY 1"
+            ).fetchall():
+                result[(table, connection)] = count
+        return result

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import Sandbox, small_connections
+from conftest import Sandbox, api_counts, duckdb_counts, small_connections
 from dlt.pipeline.state_sync import decompress_state
 
 from makini_sandbox import ConnectionConfig, SandboxConfig
@@ -60,27 +60,6 @@ def airflow_env(home: Path, sandbox: Sandbox, duckdb_path: Path) -> dict[str, st
     return env
 
 
-def api_counts(sandbox: Sandbox, connection: str) -> dict[str, int]:
-    counts = {}
-    for entity in ("purchase_orders", "vendors", "materials", "sites", "assets", "work_orders"):
-        records = sandbox.records(entity, connection)
-        counts[entity] = len(records)
-        if entity == "purchase_orders":
-            counts["purchase_order_line_items"] = sum(len(r["lineItems"] or []) for r in records)
-    return counts
-
-
-def destination_counts(path: Path) -> dict[tuple[str, str], int]:
-    with duckdb.connect(str(path), read_only=True) as con:
-        result = {}
-        for table in TABLES:
-            for connection, count in con.execute(
-                f"SELECT connection_id, COUNT(*) FROM makini_data.{table} GROUP BY 1"
-            ).fetchall():
-                result[(table, connection)] = count
-        return result
-
-
 def test_dag_loads_each_connection_in_its_own_pipeline(sandbox_factory, tmp_path: Path) -> None:
     config = SandboxConfig(
         connections=small_connections(purchase_orders=15)
@@ -119,7 +98,7 @@ def test_dag_loads_each_connection_in_its_own_pipeline(sandbox_factory, tmp_path
     assert states["makini_initech.makini_purchase_orders"] == "failed"
     assert {states[f"makini_initech.makini_{r}"] for r in resources[1:]} == {"upstream_failed"}
 
-    counts = destination_counts(duckdb_path)
+    counts = duckdb_counts(duckdb_path)
     for connection in ("acme", "globex"):
         expected = api_counts(sandbox, connection)
         assert {t: counts.get((t, connection), 0) for t in TABLES} == expected

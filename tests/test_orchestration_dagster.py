@@ -13,7 +13,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import Sandbox
+from conftest import Sandbox, api_counts, duckdb_counts
 
 if os.environ.get("CI"):
     import dagster  # noqa: F401  (CI installs the extra: fail, don't skip)
@@ -52,28 +52,6 @@ def definitions(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         yield module
     finally:
         sys.modules.pop(MODULE, None)
-
-
-def api_counts(sandbox: Sandbox, connection: str) -> dict[str, int]:
-    """Records per table of one connection, read over plain HTTP (tombstones included)."""
-    counts = {}
-    for entity in ("purchase_orders", "vendors", "materials", "sites", "assets", "work_orders"):
-        records = sandbox.records(entity, connection)
-        counts[entity] = len(records)
-        if entity == "purchase_orders":
-            counts["purchase_order_line_items"] = sum(len(r["lineItems"] or []) for r in records)
-    return counts
-
-
-def destination_counts(path: Path) -> dict[tuple[str, str], int]:
-    with duckdb.connect(str(path), read_only=True) as con:
-        result = {}
-        for table in TABLES:
-            for connection, count in con.execute(
-                f"SELECT connection_id, COUNT(*) FROM makini_data.{table} GROUP BY 1"
-            ).fetchall():
-                result[(table, connection)] = count
-        return result
 
 
 def run_partition(
@@ -119,7 +97,7 @@ def test_materialize_two_partitions_into_one_dataset(
             for token in sandbox.tokens.values():
                 assert token not in str(event)
 
-    counts = destination_counts(tmp_path / "makini.duckdb")
+    counts = duckdb_counts(tmp_path / "makini.duckdb")
     for connection in ("acme", "globex"):
         expected = api_counts(sandbox, connection)
         assert {t: counts.get((t, connection), 0) for t in TABLES} == expected
@@ -172,7 +150,7 @@ def test_materialize_two_partitions_into_one_dataset(
         ).fetchall()
     assert names[0] == ("acme", "Renamed by test")
     assert names[1][0] == "globex" and names[1][1] != "Renamed by test"
-    assert destination_counts(tmp_path / "makini.duckdb") == counts
+    assert duckdb_counts(tmp_path / "makini.duckdb") == counts
 
 
 def test_failed_connection_fails_its_partition(definitions: Any, sandbox: Sandbox) -> None:
