@@ -339,11 +339,7 @@ class Api:
             if rules:
                 replaced, post = await self._pre_faults(rules, rid, headers)
                 if replaced is not None:
-                    store.stats.record(
-                        conn.name,
-                        entity,
-                        "reset" if isinstance(replaced, ResetResponse) else replaced.status_code,
-                    )
+                    store.stats.record(conn.name, entity, _stat_of(replaced))
                     return replaced
             if entity in conn.denied:
                 raise PermissionDenied(f"The connected account may not read {entity}.")
@@ -354,13 +350,7 @@ class Api:
             if delay > 0:
                 await asyncio.sleep(delay)
             body = page_body(page, post)
-            truncate = next((r for r in post if r.kind == "truncate"), None)
-            if truncate is not None:
-                response = TruncatedResponse(
-                    body, float(truncate.params.get("fraction", 0.5)), headers
-                )
-            else:
-                response = Response(body, status_code=200, headers=headers, media_type=JSON)
+            response = _ok_response(body, post, headers)
             self._schedule_prefetch(conn, entity, page)
         except ApiError as exc:
             response = error_response(exc, rid, headers)
@@ -387,23 +377,13 @@ class Api:
             if rules:
                 replaced, post = await self._pre_faults(rules, rid, headers)
                 if replaced is not None:
-                    store.stats.record(
-                        conn.name,
-                        "sync-status",
-                        "reset" if isinstance(replaced, ResetResponse) else replaced.status_code,
-                    )
+                    store.stats.record(conn.name, "sync-status", _stat_of(replaced))
                     return replaced
             if "sync-status" in conn.denied:
                 raise PermissionDenied("The connected account may not read the sync status.")
             with store.lock:
                 body = orjson.dumps({"data": conn.sync_status()})
-            truncate = next((r for r in post if r.kind == "truncate"), None)
-            if truncate is not None:
-                response = TruncatedResponse(
-                    body, float(truncate.params.get("fraction", 0.5)), headers
-                )
-            else:
-                response = Response(body, status_code=200, headers=headers, media_type=JSON)
+            response = _ok_response(body, post, headers)
         except ApiError as exc:
             response = error_response(exc, rid, headers)
         store.stats.record(conn.name, "sync-status", response.status_code)
@@ -454,3 +434,16 @@ class Api:
             pos = self.store.prefetch(conn, entity, pos, flt, step)
             left -= step
             await asyncio.sleep(0)
+
+
+def _ok_response(body: bytes, post: list[FaultRule], headers: Mapping[str, str]) -> Response:
+    """The 200 answer, cut off mid-body when a `truncate` fault fired for this request."""
+    truncate = next((r for r in post if r.kind == "truncate"), None)
+    if truncate is not None:
+        return TruncatedResponse(body, float(truncate.params.get("fraction", 0.5)), headers)
+    return Response(body, status_code=200, headers=headers, media_type=JSON)
+
+
+def _stat_of(replaced: Response) -> int | str:
+    """How the stats count an answer a fault replaced: its status, or "reset"."""
+    return "reset" if isinstance(replaced, ResetResponse) else replaced.status_code

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import Sandbox, api_counts, duckdb_counts, small_connections
+from conftest import ALL_TABLES, Sandbox, api_counts, duckdb_counts, small_connections
 from dlt.pipeline.state_sync import decompress_state
 
 from makini_sandbox import ConnectionConfig, SandboxConfig
@@ -31,15 +31,7 @@ else:
 pytestmark = pytest.mark.timeout(900)
 
 REPO = Path(__file__).resolve().parents[1]
-TABLES = [
-    "purchase_orders",
-    "purchase_order_line_items",
-    "vendors",
-    "materials",
-    "sites",
-    "assets",
-    "work_orders",
-]
+TABLES = ALL_TABLES
 
 
 def airflow_env(home: Path, sandbox: Sandbox, duckdb_path: Path) -> dict[str, str]:

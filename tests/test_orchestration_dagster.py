@@ -13,7 +13,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import Sandbox, api_counts, duckdb_counts
+from conftest import ALL_TABLES, Sandbox, api_counts, duckdb_counts
 
 if os.environ.get("CI"):
     import dagster  # noqa: F401  (CI installs the extra: fail, don't skip)
@@ -25,15 +25,7 @@ else:
 from dagster import AssetKey, DagsterInstance, materialize
 
 REPO = Path(__file__).resolve().parents[1]
-TABLES = [
-    "purchase_orders",
-    "purchase_order_line_items",
-    "vendors",
-    "materials",
-    "sites",
-    "assets",
-    "work_orders",
-]
+TABLES = ALL_TABLES
 MODULE = "pipelines.dagster_definitions"
 
 
