@@ -9,7 +9,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import Sandbox
+from conftest import ALL_TABLES, Sandbox
 
 from makini_source.cli import main
 
@@ -111,15 +111,7 @@ def test_demo_loads_all_seven_tables_and_prints_the_analytics(tmp_path: Path, ca
     code = main(["--demo", "--demo-purchase-orders", "20", *_args(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out
-    for table in (
-        "purchase_orders",
-        "purchase_order_line_items",
-        "vendors",
-        "materials",
-        "sites",
-        "assets",
-        "work_orders",
-    ):
+    for table in ALL_TABLES:
         assert f"\n{table}" in out, table
     assert "Open order value by vendor" in out and "Spend by month" in out
     con = duckdb.connect(str(tmp_path / "cli.duckdb"), read_only=True)

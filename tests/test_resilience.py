@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Loader, Sandbox, small_connections
+from conftest import ALL_TABLES, Loader, Sandbox, small_connections
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from makini_sandbox import ConnectionConfig, SandboxConfig
@@ -269,15 +269,7 @@ def test_ten_percent_transient_failures_load_exactly_the_clean_rows(
     failed = sum(rule["fired"] for rule in rules)
     assert total["requests"] >= 70
     assert failed >= 5 and len([r for r in rules if r["fired"]]) >= 3, rules
-    for table in (
-        "purchase_orders",
-        "purchase_order_line_items",
-        "vendors",
-        "materials",
-        "sites",
-        "assets",
-        "work_orders",
-    ):
+    for table in ALL_TABLES:
         assert_same_rows(table_contents(faulty, table), table_contents(clean, table), table)
 
 
