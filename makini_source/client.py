@@ -5,6 +5,7 @@ The client knows HTTP and the contract's transport rules; it knows nothing about
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import logging
 import random
@@ -73,12 +74,24 @@ class RetryPolicy:
 
 @dataclass
 class Page:
-    """One page of a listing."""
+    """One page of a listing.
 
-    records: list[dict[str, Any]]
+    Attributes:
+        records: The `data` array: parsed JSON, or whatever a `PageDecoder` made of it.
+        next_cursor: The cursor of the next page; None on the last page.
+        total_count: Matching records when the listing began, if the server says.
+        request_id: The answer's `X-Request-Id`.
+    """
+
+    records: Any
     next_cursor: str | None
     total_count: int | None
     request_id: str | None
+
+
+# Reads a 200 list answer's body into a Page (request_id left None), or returns None to leave
+# the body to the client's own JSON parsing, which also reports a malformed answer.
+PageDecoder = Callable[[bytes], "Page | None"]
 
 
 @dataclass
@@ -216,7 +229,12 @@ class MakiniClient:
         )
 
     def iter_pages(
-        self, entity: str, path: str, params: Mapping[str, Any], page_size: int
+        self,
+        entity: str,
+        path: str,
+        params: Mapping[str, Any],
+        page_size: int,
+        decode: PageDecoder | None = None,
     ) -> Iterator[Page]:
         """Yields every page of one listing, following `next_cursor` until it is null.
 
@@ -225,12 +243,19 @@ class MakiniClient:
             path: Entity path segment (`purchase-orders`).
             params: Filters of the first request (`modified_after`, ...).
             page_size: `limit` of every request.
+            decode: Reads each body into a page (e.g. straight into Arrow) instead of the
+                client's JSON parsing; it runs on the thread that iterates.
         """
         paginator = CursorPaginator(params, page_size)
         url = f"{API_PREFIX}/{path}"
         while paginator.has_next:
-            body, request_id = self._get_json(url, paginator.request_params(), entity=entity)
-            page = self._parse_page(body, entity, request_id)
+            body, request_id = self._get_json(
+                url, paginator.request_params(), entity=entity, decode=decode
+            )
+            if isinstance(body, Page):
+                page = dataclasses.replace(body, request_id=request_id)
+            else:
+                page = self._parse_page(body, entity, request_id)
             try:
                 paginator.update(page.next_cursor)
             except ValueError as exc:
@@ -261,8 +286,17 @@ class MakiniClient:
             records, body["next_cursor"], total if isinstance(total, int) else None, request_id
         )
 
-    def _get_json(self, url: str, params: Mapping[str, Any], entity: str) -> tuple[Any, str | None]:
+    def _get_json(
+        self,
+        url: str,
+        params: Mapping[str, Any],
+        entity: str,
+        decode: PageDecoder | None = None,
+    ) -> tuple[Any, str | None]:
         """GET with pacing and retries; returns the parsed body and the request id.
+
+        The body is parsed by `decode` when given and it accepts the body (a `Page`), else
+        as JSON.
 
         Transient failures (429, 5xx, timeouts, resets, cut-off bodies) are retried: a
         `Retry-After` (429, 503) is waited exactly, anything else backs off exponentially with
@@ -274,7 +308,7 @@ class MakiniClient:
         while True:
             attempt += 1
             try:
-                return self._get_json_once(url, params, entity)
+                return self._get_json_once(url, params, entity, decode)
             except RetriableAPIError as exc:
                 elapsed = time.monotonic() - started
                 if isinstance(exc, RateLimitError):
@@ -303,7 +337,7 @@ class MakiniClient:
                 self.limiter.pause(delay, rate_limited=isinstance(exc, RateLimitError))
 
     def _get_json_once(
-        self, url: str, params: Mapping[str, Any], entity: str
+        self, url: str, params: Mapping[str, Any], entity: str, decode: PageDecoder | None
     ) -> tuple[Any, str | None]:
         self.stats.throttle_seconds += self.limiter.acquire()
         context: dict[str, Any] = {"connection": self.connection, "entity": entity}
@@ -324,6 +358,8 @@ class MakiniClient:
         request_id = response.headers.get("x-request-id")
         context.update(status=response.status_code, request_id=request_id)
         if response.status_code == 200:
+            if decode is not None and (page := decode(response.content)) is not None:
+                return page, request_id
             try:
                 return orjson.loads(response.content), request_id
             except orjson.JSONDecodeError:

@@ -21,6 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dlt.common.normalizers.naming.snake_case import NamingConvention
 
+from makini_source import columnar
+from makini_source.columnar import ArrowRecords, Declined
 from makini_source.exceptions import ContractViolationError
 from makini_source.settings import (
     BOOLEAN_FIELDS,
@@ -42,7 +44,6 @@ NOT_NULL_COLUMNS = frozenset({CONNECTION_COLUMN, "key", PARENT_KEY_COLUMN})
 
 Path = tuple[str, ...]
 _NONE_TYPE = type(None)
-_NONE_ONLY = {_NONE_TYPE}
 _MARKER_LINE: Mapping[str, Any] = {"key": ""}  # the one row a PO without lines sends
 
 _CATALOGUE_TYPED = DECIMAL_FIELDS | TIMESTAMP_FIELDS | BOOLEAN_FIELDS
@@ -88,14 +89,33 @@ class RecordConverter:
         self._names: dict[Path, str] = {}
         self._known_types = known_types
         self._types: dict[tuple[str, str], pa.DataType] = {}
+        self.declined_pages = 0
 
-    def convert(self, records: Sequence[Any], request_id: str | None = None) -> PageTables:
+    def convert(
+        self, records: Sequence[Any] | ArrowRecords, request_id: str | None = None
+    ) -> PageTables:
         """Validates and converts one page.
+
+        Args:
+            records: The page's records: parsed JSON, or `ArrowRecords` from
+                `columnar.PageReader` (converted column by column; a page the Arrow path
+                declines is parsed again from its body and converted the exact way).
+            request_id: The page's request id, for errors.
 
         Raises:
             ContractViolationError: A record is not an object, lacks `key` or `updatedAt`, or
                 holds a value that cannot be read as its field's type.
         """
+        if isinstance(records, ArrowRecords):
+            try:
+                return self._convert_arrow(records.records, request_id)
+            except Declined:
+                self.declined_pages += 1
+                return self._convert_json(orjson.loads(records.body)["data"], request_id)
+        return self._convert_json(records, request_id)
+
+    def _convert_json(self, records: Sequence[Any], request_id: str | None) -> PageTables:
+        """`convert` for parsed JSON: the exact path."""
         if not records:
             return PageTables(None, None)
         for record in records:
@@ -107,6 +127,7 @@ class RecordConverter:
             request_id,
             self.spec.name,
             self.spec.table,
+            self.spec.fields,
         )
         children = self._children(records, request_id) if self.spec.child_field else None
         markers = (
@@ -114,6 +135,57 @@ class RecordConverter:
         )
         live = 0 if children is None else children.num_rows - markers
         return PageTables(main, children, live)
+
+    def _convert_arrow(self, records: pa.StructArray, request_id: str | None) -> PageTables:
+        """`convert` for a page read by `columnar.PageReader`; raises `Declined`."""
+        if not len(records):
+            return PageTables(None, None)
+        columnar.check_records(records)
+        child_field = self.spec.child_field
+        main = self._table(
+            columnar.flatten(records, (child_field,) if child_field else ()),
+            {CONNECTION_COLUMN: [self.connection] * len(records)},
+            request_id,
+            self.spec.name,
+            self.spec.table,
+            self.spec.fields,
+        )
+        if child_field is None:
+            return PageTables(main, None)
+        parent_deleted = columnar.field_or_none(records, "deletedAt")
+        rows = columnar.child_rows(
+            columnar.field_or_none(records, child_field),
+            pa.nulls(len(records)) if parent_deleted is None else parent_deleted,
+            self.hard_delete,
+        )
+        if rows.lines is None:
+            line_columns: dict[Path, pa.Array] = {("key",): pa.array([""] * len(rows.parent))}
+        else:
+            line_columns = columnar.flatten(rows.lines)
+            line_columns[("key",)] = line_columns[("key",)].fill_null("")
+            if pc.any(pc.invert(pc.is_valid(rows.is_marker))).as_py():
+                # lines carry their own or their record's deletedAt (a copy of the exact
+                # path's `_with_deleted_at`)
+                line_columns[("deletedAt",)] = rows.deleted_at
+        assert self.spec.child_table is not None
+        table = self._table(
+            line_columns,
+            {
+                CONNECTION_COLUMN: [self.connection] * len(rows.parent),
+                PARENT_KEY_COLUMN: records.field("key").take(rows.parent),
+            },
+            request_id,
+            f"{self.spec.name}.{child_field}",
+            self.spec.child_table,
+            self.spec.child_fields,
+        )
+        versions = self._typed(
+            records.field("updatedAt").take(rows.parent), "updatedAt", request_id, ""
+        )
+        table = table.append_column(PARENT_VERSION_COLUMN, versions)
+        table = table.append_column(LINE_MARKER_COLUMN, rows.is_marker)
+        markers = len(rows.parent) - pc.sum(pc.is_null(rows.is_marker)).as_py()
+        return PageTables(main, table, len(rows.parent) - markers)
 
     # --- validation -------------------------------------------------------------------
 
@@ -211,6 +283,7 @@ class RecordConverter:
             request_id,
             f"{self.spec.name}.{child_field}",
             self.spec.child_table,
+            self.spec.child_fields,
         )
         table = table.append_column(
             PARENT_VERSION_COLUMN,
@@ -222,16 +295,33 @@ class RecordConverter:
 
     def _table(
         self,
-        flat_columns: dict[Path, list[Any]],
-        fixed: Mapping[str, list[Any]],
+        flat_columns: Mapping[Path, list[Any] | pa.Array],
+        fixed: Mapping[str, list[Any] | pa.Array],
         request_id: str | None,
         entity: str,
         table_name: str,
+        fields: Sequence[str],
     ) -> pa.Table:
+        """Builds one table: the fixed columns, then the record's columns.
+
+        The record's columns come in the catalogue's order (`fields`), the rest after them in
+        the order they first appear. A typed field of the catalogue (decimal, timestamp,
+        boolean) no record carries still gets its null column: its type is known, and both
+        conversion paths then make the same table.
+        """
         columns: dict[str, pa.Array] = {
-            name: pa.array(values, pa.string()) for name, values in fixed.items()
+            name: values if isinstance(values, pa.Array) else pa.array(values, pa.string())
+            for name, values in fixed.items()
         }
-        for path, values in flat_columns.items():
+        rows = len(next(iter(fixed.values())))
+        flat_columns = dict(flat_columns)
+        for name in fields:
+            if name in _CATALOGUE_TYPED:
+                flat_columns.setdefault((name,), [None] * rows)
+        position = {name: index for index, name in enumerate(fields)}
+        last = len(fields)
+        in_order = sorted(flat_columns.items(), key=lambda item: position.get(item[0][0], last))
+        for path, values in in_order:
             name = self._column_name(path)
             typed_field = None if path[0] == CUSTOM_FIELDS else path[-1]
             array = self._typed(values, typed_field, request_id, ".".join(path), entity)
@@ -251,13 +341,19 @@ class RecordConverter:
 
     def _typed(
         self,
-        values: list[Any],
+        values: list[Any] | pa.Array,
         field: str | None,
         request_id: str | None,
         label: str,
         entity: str | None = None,
     ) -> pa.Array | None:
-        """Builds one column, typed from the catalogue or inferred from its values."""
+        """Builds one column, typed from the catalogue or inferred from its values.
+
+        An Arrow column (the Arrow path) is converted the same way; one it cannot convert
+        exactly raises `Declined`.
+        """
+        if isinstance(values, pa.Array):
+            return _typed_arrow(values, field)
         try:
             if field in DECIMAL_FIELDS:
                 return pc.cast(pa.array(values, pa.string()), DECIMAL_TYPE)
@@ -312,41 +408,19 @@ class RecordConverter:
         return name
 
 
-def _flatten(record: Mapping[str, Any], skip: Iterable[str], prefix: Path = ()) -> dict[Path, Any]:
-    """Flattens nested objects into paths; lists stay whole (they land as JSON text)."""
-    flat: dict[Path, Any] = {}
-    for name, value in record.items():
-        if name in skip:
-            continue
-        path = prefix + (name,)
-        if isinstance(value, dict):
-            flat.update(_flatten(value, (), path))
-        else:
-            flat[path] = value
-    return flat
-
-
 def _flat_columns(
     records: Sequence[Mapping[str, Any]], skip: Iterable[str]
 ) -> dict[Path, list[Any]]:
     """Flattens records straight into columns, None where a record lacks a path.
 
-    The result equals pivoting `_flatten(r, skip)` of every record (columns in first-seen
-    order, row by row), but it is built a column at a time with list comprehensions, which is
-    several times faster than one dict per record.
+    Columns come in first-seen order, level by level: a record's fields in the order they
+    first appear on the page, each object's fields in its place (the order pyarrow's JSON
+    reader gives, so both paths make the same tables). The columns are built a column at a
+    time with list comprehensions, several times faster than one dict per record.
     """
-    found: dict[Path, tuple[int, list[Any]]] = {}
+    found: dict[Path, list[Any]] = {}
     _collect(records, None, len(records), (), frozenset(skip), found)
-    if len(found) > 1:
-        # restore first-seen order: by the first record holding the path, then by its
-        # position in that record
-        positions: dict[int, dict[Path, int]] = {}
-        for first, _ in found.values():
-            if first not in positions:
-                positions[first] = {p: i for i, p in enumerate(_flatten(records[first], skip))}
-        order = sorted(found, key=lambda p: (found[p][0], positions[found[p][0]][p]))
-        return {path: found[path][1] for path in order}
-    return {path: values for path, (_, values) in found.items()}
+    return found
 
 
 def _collect(
@@ -355,7 +429,7 @@ def _collect(
     total: int,
     prefix: Path,
     skip: frozenset[str],
-    found: dict[Path, tuple[int, list[Any]]],
+    found: dict[Path, list[Any]],
 ) -> None:
     """Adds the columns of `records` (objects at `prefix`) to `found`.
 
@@ -363,27 +437,14 @@ def _collect(
         records: The objects at this level.
         rows: Row number of each object in the whole table; None when `records` are the rows.
         total: Number of rows of the whole table.
-        found: path -> (first row holding the path, full column).
+        found: path -> full column.
     """
     for name, values, everywhere in _fields(records):
         if name in skip:
             continue
         types = set(map(type, values))
-        nested = dict in types or any(issubclass(t, dict) for t in types)
-        if not nested:
-            if everywhere:
-                first = 0
-            elif types == _NONE_ONLY and not all(name in record for record in records):
-                # a column exists only where some record has the field
-                present = [i for i, record in enumerate(records) if name in record]
-                if not present:
-                    continue
-                first = present[0]
-            else:
-                first = (
-                    0 if name in records[0] else next(i for i, r in enumerate(records) if name in r)
-                )
-            _store(found, prefix + (name,), list(values), first, rows, total)
+        if not (dict in types or any(issubclass(t, dict) for t in types)):
+            _store(found, prefix + (name,), list(values), rows, total)
             continue
         # objects are flattened into their own paths; other values keep the path itself
         objects: list[Mapping[str, Any]] = []
@@ -399,7 +460,7 @@ def _collect(
             scalars = [None] * len(values)
             for i in scalar_rows:
                 scalars[i] = values[i]
-            _store(found, prefix + (name,), scalars, scalar_rows[0], rows, total)
+            _store(found, prefix + (name,), scalars, rows, total)
         if objects:
             sub_rows = object_rows if rows is None else [rows[i] for i in object_rows]
             _collect(objects, sub_rows, total, prefix + (name,), frozenset(), found)
@@ -438,21 +499,20 @@ def _fields(records: Sequence[Mapping[str, Any]]) -> Iterator[tuple[str, Sequenc
 
 
 def _store(
-    found: dict[Path, tuple[int, list[Any]]],
+    found: dict[Path, list[Any]],
     path: Path,
     values: list[Any],
-    first: int,
     rows: list[int] | None,
     total: int,
 ) -> None:
     if rows is None or len(rows) == total:
         # every row has a value here (rows are increasing): no scattering needed
-        found[path] = (first if rows is None else rows[first], values)
+        found[path] = values
         return
     column: list[Any] = [None] * total
     for row, value in zip(rows, values):
         column[row] = value
-    found[path] = (rows[first], column)
+    found[path] = column
 
 
 def _with_deleted_at(line: Mapping[str, Any], deleted_at: Any) -> dict[str, Any]:
@@ -483,6 +543,52 @@ def _inferred(values: list[Any]) -> pa.Array | None:
         ],
         pa.string(),
     )
+
+
+def _typed_arrow(values: pa.Array, field: str | None) -> pa.Array | None:
+    """`RecordConverter._typed` for a column parsed by pyarrow's JSON reader."""
+    kind = values.type
+    if field in DECIMAL_FIELDS:
+        target = DECIMAL_TYPE
+    elif field in TIMESTAMP_FIELDS:
+        target = TIMESTAMP_TYPE
+    elif field in BOOLEAN_FIELDS:
+        target = pa.bool_()
+    else:
+        return _inferred_arrow(values)
+    if pa.types.is_null(kind):
+        return pa.nulls(len(values), target)
+    if target == pa.bool_():
+        if pa.types.is_boolean(kind):
+            return values
+        raise Declined(f"{field} is {kind}")
+    if not pa.types.is_string(kind):
+        raise Declined(f"{field} is {kind}")
+    try:
+        return pc.cast(_midnight(values) if target == TIMESTAMP_TYPE else values, target)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        raise Declined(f"{field} has an invalid value") from None
+
+
+_JSON_TEXT_ITEMS = (pa.types.is_string, pa.types.is_boolean, pa.types.is_int64, pa.types.is_null)
+
+
+def _inferred_arrow(values: pa.Array) -> pa.Array | None:
+    """`_inferred` for a column parsed by pyarrow's JSON reader."""
+    kind = values.type
+    if pa.types.is_null(kind):
+        return None
+    if kind in (pa.string(), pa.int64(), pa.float64(), pa.bool_()):
+        return values
+    if pa.types.is_list(kind) and any(test(kind.value_type) for test in _JSON_TEXT_ITEMS):
+        # a list of scalars lands as its JSON text, as the exact path writes it
+        return pa.array(
+            [None if v is None else orjson.dumps(v).decode() for v in values.to_pylist()],
+            pa.string(),
+        )
+    # lists of objects or floats, and date-like strings (read as timestamps): their exact
+    # JSON text is not recoverable from Arrow
+    raise Declined(f"a column of {kind}")
 
 
 def _midnight(strings: pa.Array) -> pa.Array:
