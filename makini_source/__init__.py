@@ -26,9 +26,11 @@ from typing import Any
 
 import dlt
 import httpx
+import pyarrow as pa
 from dlt.common.typing import TSecretStrValue
 from dlt.extract import DltResource
 
+from makini_source import columnar
 from makini_source.client import MakiniClient, Page, RetryPolicy, SyncStatus
 from makini_source.exceptions import (
     ConfigurationError,
@@ -43,6 +45,7 @@ from makini_source.exceptions import (
 from makini_source.readahead import DONE, ReadAhead, interleave
 from makini_source.records import RecordConverter
 from makini_source.settings import (
+    BATCH_ROWS,
     CONNECTION_COLUMN,
     DEFAULT_BASE_URL,
     DEFAULT_CONNECTION_NAME,
@@ -308,36 +311,78 @@ def _read_connection(
     child_hints = _child_hints(spec, options) if spec.child_table else None
     # the next page is fetched while this one is converted
     pages = ReadAhead(
-        connection.client.iter_pages(spec.name, spec.path, params, page_size),
+        # pages are parsed straight into Arrow on the fetching thread (see columnar.py)
+        connection.client.iter_pages(
+            spec.name, spec.path, params, page_size, decode=columnar.PageReader(spec)
+        ),
         name=f"makini-{connection.name}-{spec.name}",
     )
     ahead[connection.name] = pages
+    batch = _Batch(spec, main_hints, child_hints)
     try:
         while (page := pages.next()) is not DONE:
             assert isinstance(page, Page)
             tables = converter.convert(page.records, page.request_id)
-            items = []
             if tables.main is not None:
                 connection.count_rows(spec.table, tables.main.num_rows)
-                items.append(
-                    dlt.mark.with_hints(tables.main, main_hints, create_table_variant=True)
-                )
             if tables.children is not None:
-                assert spec.child_table is not None and child_hints is not None
+                assert spec.child_table is not None
                 connection.count_rows(spec.child_table, tables.live_children)
-                items.append(
-                    dlt.mark.with_hints(tables.children, child_hints, create_table_variant=True)
-                )
-            yield items
+            if batch.add(tables.main, tables.children) >= BATCH_ROWS:
+                yield batch.flush()
+        if batch.rows:
+            yield batch.flush()
     except PermissionDeniedError as exc:
         if options.on_permission_denied == "fail":
             raise
         logger.warning("skipping %s for connection %s: %s", spec.name, connection.name, exc)
+        if batch.rows:
+            yield batch.flush()  # what was read before the 403 still loads
         return
     finally:
         pages.close()
     if window.next_watermark is not None:
         state[connection.name] = window.next_watermark
+
+
+class _Batch:
+    """Collects the tables of several pages and hands them to dlt as one table each.
+
+    dlt's per-item cost (schema inference, name normalization, one parquet row group per
+    item) is paid per batch instead of per page: ~10x fewer items at the default size.
+    """
+
+    def __init__(self, spec: EntitySpec, main_hints: Any, child_hints: Any) -> None:
+        self._spec = spec
+        self._hints = (main_hints, child_hints)
+        self._tables: tuple[list[pa.Table], list[pa.Table]] = ([], [])
+        self.rows = 0
+
+    def add(self, main: pa.Table | None, children: pa.Table | None) -> int:
+        """Adds one page's tables; returns the rows collected so far."""
+        for tables, table in zip(self._tables, (main, children)):
+            if table is not None:
+                tables.append(table)
+                self.rows += table.num_rows
+        return self.rows
+
+    def flush(self) -> list[Any]:
+        """The collected tables as dlt items (one per destination table), and a fresh batch."""
+        items: list[Any] = []
+        for tables, hints in zip(self._tables, self._hints):
+            if not tables:
+                continue
+            try:
+                # pages may differ in columns (a field null on one page is absent there)
+                merged = [pa.concat_tables(tables, promote_options="default")]
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                merged = tables  # a type differs between pages: dlt reconciles them
+            items.extend(
+                dlt.mark.with_hints(table, hints, create_table_variant=True) for table in merged
+            )
+        self._tables = ([], [])
+        self.rows = 0
+        return items
 
 
 def _schema_column_types(table: str) -> dict[str, str]:

@@ -282,6 +282,10 @@ ENTITIES: dict[str, EntitySpec] = {
     )
 }
 
+# Rows (all tables of an entity) collected from consecutive pages before they go to dlt as
+# one table each: big enough that dlt's per-item cost fades, small enough to stay a few MB.
+BATCH_ROWS = 20_000
+
 # Columns every table carries besides the record's own fields.
 CONNECTION_COLUMN = "connection_id"
 PARENT_KEY_COLUMN = "purchase_order_key"
