@@ -42,7 +42,8 @@ from makini_source.exceptions import (
     ReauthorizationRequired,
     RetriableAPIError,
 )
-from makini_source.readahead import DONE, ReadAhead, interleave
+from makini_source.memory import release_unused_memory
+from makini_source.readahead import DONE, ReadAhead, ReadAheadGroup, interleave
 from makini_source.records import RecordConverter
 from makini_source.settings import (
     BATCH_ROWS,
@@ -53,9 +54,10 @@ from makini_source.settings import (
     LINE_MARKER_COLUMN,
     PARENT_KEY_COLUMN,
     PARENT_VERSION_COLUMN,
+    SLICE_MIN_RECORDS,
     EntitySpec,
 )
-from makini_source.window import TDateLike, format_timestamp, plan_window
+from makini_source.window import TDateLike, Window, format_timestamp, plan_window, split_window
 
 __all__ = [
     "ENTITIES",
@@ -125,6 +127,7 @@ def makini_source(
     backoff_base_seconds: float = 0.5,
     timeout_seconds: float = 60.0,
     on_permission_denied: str = "skip",
+    max_slices: int = 2,
     transport: Any | None = None,
 ) -> Sequence[DltResource]:
     """Reads every configured Makini connection.
@@ -147,6 +150,8 @@ def makini_source(
         backoff_base_seconds: First backoff of the exponential, jittered retry schedule.
         timeout_seconds: Read timeout of one request.
         on_permission_denied: `skip` (warn and skip the entity for that connection) or `fail`.
+        max_slices: A first sync (or backfill) of an entity with many records reads its
+            window in up to this many time slices at once; 1 reads one listing.
         transport: An httpx transport for every client (tests and proxies; not from config).
 
     Returns:
@@ -165,6 +170,8 @@ def makini_source(
     format_timestamp(end_date)
     if page_size is not None and page_size < 1:
         raise ConfigurationError("page_size must be at least 1")
+    if max_slices < 1:
+        raise ConfigurationError("max_slices must be at least 1")
     if transport is not None and not isinstance(transport, httpx.BaseTransport):
         raise ConfigurationError("transport must be an httpx.BaseTransport")
 
@@ -188,7 +195,9 @@ def makini_source(
         )
         for name, token in tokens.items()
     ]
-    options = _ReadOptions(start_date, end_date, page_size, hard_delete, on_permission_denied)
+    options = _ReadOptions(
+        start_date, end_date, page_size, hard_delete, on_permission_denied, max_slices
+    )
     return [_entity_resource(spec, open_connections, options) for spec in specs]
 
 
@@ -200,12 +209,14 @@ class _ReadOptions:
         page_size: int | None,
         hard_delete: bool,
         on_permission_denied: str,
+        max_slices: int,
     ) -> None:
         self.start_date = start_date
         self.end_date = end_date
         self.page_size = page_size
         self.hard_delete = hard_delete
         self.on_permission_denied = on_permission_denied
+        self.max_slices = max_slices
 
 
 def _entity_resource(
@@ -217,7 +228,7 @@ def _entity_resource(
         state = dlt.current.resource_state().setdefault("watermarks", {})
         # every connection's listing runs at once (pages fetched ahead on background
         # threads); connections take turns, page by page, among those whose page arrived
-        ahead: dict[str, ReadAhead[Any]] = {}
+        ahead: dict[str, ReadAhead[Any] | ReadAheadGroup[Any]] = {}
         readers = [
             (connection, _read_connection(spec, connection, options, state, ahead))
             for connection in connections
@@ -240,6 +251,7 @@ def _entity_resource(
             readers, isolate, skip=lambda c: c.failure is not None, ready=ready
         ):
             yield from page_items
+        release_unused_memory()  # before the load step needs memory of its own
 
     resource = dlt.resource(
         read_entity,
@@ -283,7 +295,7 @@ def _read_connection(
     connection: Connection,
     options: _ReadOptions,
     state: dict[str, str],
-    ahead: dict[str, ReadAhead[Any]],
+    ahead: dict[str, ReadAhead[Any] | ReadAheadGroup[Any]],
 ) -> Iterator[list[Any]]:
     """Yields the Arrow tables of each page of one entity of one connection (a list per page),
     then advances its watermark. Its page fetcher is registered in `ahead`."""
@@ -298,24 +310,37 @@ def _read_connection(
             "%s/%s: nothing new since %s", connection.name, spec.name, window.modified_after
         )
         return
-    params: dict[str, Any] = {"include_deleted": "true"}
-    if window.modified_after:
-        params["modified_after"] = window.modified_after
-    if window.modified_before:
-        params["modified_before"] = window.modified_before
     page_size = min(options.page_size or spec.max_page_size, spec.max_page_size)
     converter = RecordConverter(
         spec, connection.name, hard_delete=options.hard_delete, known_types=_schema_column_types
     )
     main_hints = _main_hints(spec, options)
     child_hints = _child_hints(spec, options) if spec.child_table else None
-    # the next page is fetched while this one is converted
-    pages = ReadAhead(
-        # pages are parsed straight into Arrow on the fetching thread (see columnar.py)
-        connection.client.iter_pages(
-            spec.name, spec.path, params, page_size, decode=columnar.PageReader(spec)
-        ),
-        name=f"makini-{connection.name}-{spec.name}",
+    first_run = state.get(connection.name) is None or options.end_date is not None
+    try:
+        slices = _slices(spec, connection, window, options) if first_run else [window]
+    except PermissionDeniedError as exc:
+        if options.on_permission_denied == "fail":
+            raise
+        logger.warning("skipping %s for connection %s: %s", spec.name, connection.name, exc)
+        return
+    # pages are fetched ahead on background threads (one per slice) and parsed there,
+    # straight into Arrow (see columnar.py), while this thread converts
+    readers = [
+        ReadAhead(
+            connection.client.iter_pages(
+                spec.name,
+                spec.path,
+                _listing_params(piece),
+                page_size,
+                decode=columnar.PageReader(spec),
+            ),
+            name=f"makini-{connection.name}-{spec.name}-{number}",
+        )
+        for number, piece in enumerate(slices)
+    ]
+    pages: ReadAhead[Any] | ReadAheadGroup[Any] = (
+        readers[0] if len(readers) == 1 else ReadAheadGroup(readers)
     )
     ahead[connection.name] = pages
     batch = _Batch(spec, main_hints, child_hints)
@@ -383,6 +408,44 @@ class _Batch:
         self._tables = ([], [])
         self.rows = 0
         return items
+
+
+def _listing_params(window: Window) -> dict[str, Any]:
+    params: dict[str, Any] = {"include_deleted": "true"}
+    if window.modified_after:
+        params["modified_after"] = window.modified_after
+    if window.modified_before:
+        params["modified_before"] = window.modified_before
+    return params
+
+
+def _slices(
+    spec: EntitySpec, connection: Connection, window: Window, options: _ReadOptions
+) -> list[Window]:
+    """The window, or its time slices when the listing is long enough to read them at once.
+
+    One request for a single record tells how many records the window holds and where the
+    first one lies in time. Cursor pagination fetches one page after another; slices let a
+    first sync of a big entity fetch and parse several pages at a time (within the
+    connection's rate limit, which every slice shares).
+    """
+    if window.modified_before is None or options.max_slices < 2:
+        return [window]
+    probe = connection.client.iter_pages(spec.name, spec.path, _listing_params(window), 1)
+    try:
+        first = next(probe, None)
+    finally:
+        probe.close()
+    if first is None or not first.records or first.total_count is None:
+        return [window]
+    updated_at = first.records[0].get("updatedAt") if isinstance(first.records[0], dict) else None
+    parts = min(options.max_slices, first.total_count // SLICE_MIN_RECORDS)
+    if not isinstance(updated_at, str) or parts < 2:
+        return [window]
+    try:
+        return split_window(window, updated_at, parts)
+    except ConfigurationError:  # not a timestamp: the listing itself will say so
+        return [window]
 
 
 def _schema_column_types(table: str) -> dict[str, str]:

@@ -10,7 +10,7 @@ import email.utils
 import logging
 import random
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -235,7 +235,7 @@ class MakiniClient:
         params: Mapping[str, Any],
         page_size: int,
         decode: PageDecoder | None = None,
-    ) -> Iterator[Page]:
+    ) -> Generator[Page, None, None]:
         """Yields every page of one listing, following `next_cursor` until it is null.
 
         Args:

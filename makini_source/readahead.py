@@ -106,6 +106,50 @@ class ReadAhead(Generic[T]):
         self._finished = True
 
 
+class ReadAheadGroup(Generic[T]):
+    """Several `ReadAhead`s read as one: each page as it arrives, in turns among them.
+
+    Used for a listing read in time slices at once; pages of different slices interleave.
+    """
+
+    def __init__(self, readers: list[ReadAhead[T]], poll_seconds: float = 0.002) -> None:
+        self._readers = list(readers)
+        self._turn = 0
+        self._poll = poll_seconds
+
+    def next(self) -> T | _Marker:
+        """The next page of any reader (waiting for one), or `DONE` once all ended.
+
+        Raises:
+            Exception: Whatever a reader's page iterator raised.
+        """
+        while self._readers:
+            for offset in range(len(self._readers)):
+                index = (self._turn + offset) % len(self._readers)
+                reader = self._readers[index]
+                if not reader.ready():
+                    continue
+                page = reader.next()
+                if page is DONE:
+                    del self._readers[index]
+                    self._turn = index
+                    break
+                self._turn = index + 1
+                return page
+            else:
+                time.sleep(self._poll)
+        return DONE
+
+    def ready(self) -> bool:
+        """True when `next` would not wait."""
+        return not self._readers or any(reader.ready() for reader in self._readers)
+
+    def close(self) -> None:
+        """Stops every reader's thread."""
+        for reader in self._readers:
+            reader.close()
+
+
 def interleave(
     readers: list[tuple[Any, Iterator[Any]]],
     on_error: Callable[[Any, BaseException], bool],

@@ -286,6 +286,10 @@ ENTITIES: dict[str, EntitySpec] = {
 # one table each: big enough that dlt's per-item cost fades, small enough to stay a few MB.
 BATCH_ROWS = 20_000
 
+# A first sync of an entity with at least 2 x this many records in its window reads it in
+# time slices at once (up to the source's `max_slices`), one slice per this many records.
+SLICE_MIN_RECORDS = 20_000
+
 # Columns every table carries besides the record's own fields.
 CONNECTION_COLUMN = "connection_id"
 PARENT_KEY_COLUMN = "purchase_order_key"

@@ -10,6 +10,7 @@ window and is read, whole, by the next run.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
@@ -61,6 +62,32 @@ def plan_window(
     lower = watermark if watermark is not None else format_timestamp(start_date)
     upper = format_timestamp(last_sync_at)
     return Window(lower, upper, upper)
+
+
+def split_window(window: Window, first_updated_at: str, parts: int) -> list[Window]:
+    """Cuts a window into `parts` consecutive slices of equal time, to be read at once.
+
+    The first slice keeps the window's own lower bound (so nothing before the first record
+    seen is lost); the cuts lie between `first_updated_at` and the upper bound. Each slice
+    is a listing of its own: `[after, before)` with the window's watermark.
+
+    Returns:
+        The slices, or the window alone when it has no upper bound or is too short to cut.
+    """
+    if window.modified_before is None or parts < 2:
+        return [window]
+    start = to_datetime(first_updated_at)
+    if window.modified_after is not None:
+        start = max(start, to_datetime(window.modified_after))
+    end = to_datetime(window.modified_before)
+    step = (end - start) / parts
+    if step.total_seconds() < 1:
+        return [window]
+    cuts = [format_timestamp(start + step * i) for i in range(1, parts)]
+    bounds = [window.modified_after, *cuts, window.modified_before]
+    return [
+        Window(after, before, window.next_watermark) for after, before in itertools.pairwise(bounds)
+    ]
 
 
 def to_datetime(value: TDateLike) -> datetime:

@@ -437,7 +437,11 @@ def test_contract_violations_stop_the_run_naming_where(
     for rule, entity, field in VIOLATIONS:
         set_faults(sandbox, {**rule, "entity": paths[entity], "times": 1})
         source = makini_source(
-            base_url=sandbox.url, connections=dict(sandbox.tokens), entities=[entity], page_size=3
+            base_url=sandbox.url,
+            connections=dict(sandbox.tokens),
+            entities=[entity],
+            page_size=3,
+            max_slices=1,  # no probe request: the fault hits the listing's first page
         )
         with pytest.raises(PipelineStepFailed) as caught:
             # the violation stops extraction; nothing is normalized or loaded

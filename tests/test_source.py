@@ -104,6 +104,49 @@ def test_full_load_lands_all_seven_tables_exactly(loader: Loader, sandbox: Sandb
     assert connections == {"acme", "globex"}
 
 
+def test_first_sync_read_in_time_slices_lands_the_same_rows(
+    loader: Loader, sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import makini_source
+
+    sandbox = sandbox_factory(SandboxConfig(connections=small_connections(90), tie_group=4))
+    sandbox.sync_all()
+    monkeypatch.setattr(makini_source, "SLICE_MIN_RECORDS", 20)  # 90 POs -> 4 slices
+    requests: list[httpx.Request] = []
+    network = httpx.HTTPTransport()
+
+    class Recording(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            requests.append(request)
+            return network.handle_request(request)
+
+    def po_listings() -> set[tuple[str, str | None]]:
+        """(token, modified_after) of every PO listing's first page (probes aside)."""
+        return {
+            (r.headers["authorization"], r.url.params.get("modified_after"))
+            for r in requests
+            if r.url.path.endswith("/purchase-orders")
+            and "cursor" not in r.url.params
+            and r.url.params.get("limit") != "1"
+        }
+
+    loader.run(page_size=7, max_slices=4, transport=Recording())
+    assert_matches_api(loader, sandbox)
+    assert len(po_listings()) == 2 * 4  # each connection's POs were read in four slices
+    assert set(loader.watermarks("purchase_orders")) == {"acme", "globex"}
+
+    # later runs are incremental: one listing per entity, no probe
+    requests.clear()
+    po = sandbox.records("purchase_orders", "acme")[5]
+    sandbox.put_record("acme", "purchase-orders", po["key"], {"title": "changed"})
+    sandbox.sync_all()
+    loader.run(page_size=7, max_slices=4, transport=Recording())
+    assert not [r for r in requests if r.url.params.get("limit") == "1"]
+    assert len(po_listings()) == 2
+    assert_matches_api(loader, sandbox)
+    assert loader.rows("purchase_orders")[("acme", po["key"])]["title"] == "changed"
+
+
 def test_pagination_with_short_and_empty_pages_and_ties(
     loader: Loader, sandbox_factory: Any
 ) -> None:

@@ -13,7 +13,7 @@ from makini_source.paginator import CursorPaginator
 from makini_source.ratelimit import RateLimiter
 from makini_source.records import RecordConverter
 from makini_source.settings import ENTITIES
-from makini_source.window import format_timestamp, plan_window
+from makini_source.window import Window, format_timestamp, plan_window, split_window
 
 
 def test_first_run_reads_up_to_last_sync_at_and_stores_it() -> None:
@@ -165,3 +165,22 @@ def test_converter_rejects_contract_violations_by_field(override: dict, field: s
         RecordConverter(ENTITIES["purchase_orders"], "acme").convert([_po(**override)], "req_1")
     assert field in str(raised.value)
     assert "req_1" in str(raised.value) and "acme" in str(raised.value)
+
+
+def test_split_window_cuts_equal_time_slices_that_tile_the_window() -> None:
+    window = Window(None, "2024-01-05T00:00:00Z", "2024-01-05T00:00:00Z")
+    slices = split_window(window, "2024-01-01T00:00:00Z", 4)
+    assert [(s.modified_after, s.modified_before) for s in slices] == [
+        (None, "2024-01-02T00:00:00.000000Z"),
+        ("2024-01-02T00:00:00.000000Z", "2024-01-03T00:00:00.000000Z"),
+        ("2024-01-03T00:00:00.000000Z", "2024-01-04T00:00:00.000000Z"),
+        ("2024-01-04T00:00:00.000000Z", "2024-01-05T00:00:00Z"),
+    ]
+    assert {s.next_watermark for s in slices} == {"2024-01-05T00:00:00Z"}
+
+
+def test_split_window_keeps_an_unbounded_or_tiny_window_whole() -> None:
+    unbounded = Window("2024-01-01T00:00:00Z", None, None)
+    assert split_window(unbounded, "2024-01-02T00:00:00Z", 4) == [unbounded]
+    tiny = Window(None, "2024-01-01T00:00:01Z", None)
+    assert split_window(tiny, "2024-01-01T00:00:00Z", 4) == [tiny]
