@@ -376,6 +376,9 @@ def child_main(mode: str, args_path: str) -> None:
     print(json.dumps(result), flush=True)
 
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
 def run_child(mode: str, args: dict[str, Any], workdir: Path) -> dict[str, Any]:
     args_path = workdir / f"args-{mode}.json"
     args_path.write_text(json.dumps(args))
@@ -385,6 +388,7 @@ def run_child(mode: str, args: dict[str, Any], workdir: Path) -> dict[str, Any]:
         stdout=subprocess.PIPE,
         text=True,
         env=env,
+        cwd=REPO_ROOT,  # every mode loads with the project's .dlt/config.toml
     )
     if proc.returncode != 0:
         raise RuntimeError(f"mode {mode} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}")
