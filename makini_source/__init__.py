@@ -228,7 +228,7 @@ def _entity_resource(
         state = dlt.current.resource_state().setdefault("watermarks", {})
         # every connection's listing runs at once (pages fetched ahead on background
         # threads); connections take turns, page by page, among those whose page arrived
-        ahead: dict[str, ReadAhead[Any] | ReadAheadGroup[Any]] = {}
+        ahead: dict[str, ReadAhead[Any]] = {}
         readers = [
             (connection, _read_connection(spec, connection, options, state, ahead))
             for connection in connections
@@ -295,7 +295,7 @@ def _read_connection(
     connection: Connection,
     options: _ReadOptions,
     state: dict[str, str],
-    ahead: dict[str, ReadAhead[Any] | ReadAheadGroup[Any]],
+    ahead: dict[str, ReadAhead[Any]],
 ) -> Iterator[list[Any]]:
     """Yields the Arrow tables of each page of one entity of one connection (a list per page),
     then advances its watermark. Its page fetcher is registered in `ahead`."""
@@ -317,30 +317,12 @@ def _read_connection(
     main_hints = _main_hints(spec, options)
     child_hints = _child_hints(spec, options) if spec.child_table else None
     first_run = state.get(connection.name) is None or options.end_date is not None
-    try:
-        slices = _slices(spec, connection, window, options) if first_run else [window]
-    except PermissionDeniedError as exc:
-        if options.on_permission_denied == "fail":
-            raise
-        logger.warning("skipping %s for connection %s: %s", spec.name, connection.name, exc)
-        return
-    # pages are fetched ahead on background threads (one per slice) and parsed there,
-    # straight into Arrow (see columnar.py), while this thread converts
-    readers = [
-        ReadAhead(
-            connection.client.iter_pages(
-                spec.name,
-                spec.path,
-                _listing_params(piece),
-                page_size,
-                decode=columnar.PageReader(spec),
-            ),
-            name=f"makini-{connection.name}-{spec.name}-{number}",
-        )
-        for number, piece in enumerate(slices)
-    ]
-    pages: ReadAhead[Any] | ReadAheadGroup[Any] = (
-        readers[0] if len(readers) == 1 else ReadAheadGroup(readers)
+    # pages are fetched ahead and parsed (straight into Arrow, see columnar.py) on
+    # background threads while this thread converts; a wait on the connection's rate limit
+    # never holds this thread, so other connections go on meanwhile
+    pages = ReadAhead(
+        _listing(spec, connection, window, options, page_size, probe=first_run),
+        name=f"makini-{connection.name}-{spec.name}",
     )
     ahead[connection.name] = pages
     batch = _Batch(spec, main_hints, child_hints)
@@ -355,6 +337,8 @@ def _read_connection(
                 connection.count_rows(spec.child_table, tables.live_children)
             if batch.add(tables.main, tables.children) >= BATCH_ROWS:
                 yield batch.flush()
+            elif not pages.ready():
+                yield []  # the next page is not here yet: other connections take turns
         if batch.rows:
             yield batch.flush()
     except PermissionDeniedError as exc:
@@ -417,6 +401,43 @@ def _listing_params(window: Window) -> dict[str, Any]:
     if window.modified_before:
         params["modified_before"] = window.modified_before
     return params
+
+
+def _listing(
+    spec: EntitySpec,
+    connection: Connection,
+    window: Window,
+    options: _ReadOptions,
+    page_size: int,
+    probe: bool,
+) -> Iterator[Page]:
+    """Every page of the window: one listing, or its time slices read at once (see
+    `_slices`), each slice on a read-ahead thread of its own. Runs on a read-ahead thread."""
+    slices = _slices(spec, connection, window, options) if probe else [window]
+    listings = [
+        connection.client.iter_pages(
+            spec.name,
+            spec.path,
+            _listing_params(piece),
+            page_size,
+            decode=columnar.PageReader(spec),
+        )
+        for piece in slices
+    ]
+    if len(listings) == 1:
+        yield from listings[0]
+        return
+    group: ReadAheadGroup[Page] = ReadAheadGroup(
+        [
+            ReadAhead(listing, name=f"makini-{connection.name}-{spec.name}-{number}")
+            for number, listing in enumerate(listings)
+        ]
+    )
+    try:
+        while isinstance(page := group.next(), Page):
+            yield page
+    finally:
+        group.close()
 
 
 def _slices(

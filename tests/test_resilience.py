@@ -549,4 +549,6 @@ def test_a_rate_limited_connection_never_slows_another_in_one_run(
     assert slow_span > 3.0
     # in lockstep the fast connection would finish no sooner than the slow one
     assert fast_span < slow_span / 2, (fast_span, slow_span)
+    # and it runs alongside, not after: it is done while the slow one still waits
+    assert stats["fast"]["last_request_ts"] < stats["slow"]["last_request_ts"] - 1.0
     assert len(loader.rows("vendors")) == 96
