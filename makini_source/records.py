@@ -5,6 +5,10 @@ keeps large syncs fast, and it lets every money field travel as an exact decimal
 timestamp as a timezone-aware timestamp. Column names follow dlt's snake_case convention
 (`orderNo` -> `order_no`, `customFields.Cost Center` -> `custom_fields__cost_center`), so
 the tables look exactly as dlt would have named them.
+
+A page arrives either as Arrow records (`columnar.PageReader`, the fast path) or as parsed
+JSON (the exact path, also taken whenever the fast path declines a page); both build the
+same tables through `RecordConverter._table`.
 """
 
 from __future__ import annotations
