@@ -643,7 +643,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--duckdb-memory-limit",
         default=None,
-        help="DuckDB memory_limit for the peer and makini loads (e.g. 256MB; default: DuckDB's own, 80%% of RAM)",
+        help=(
+            "DuckDB memory_limit for the peer and makini loads (e.g. 256MB), replacing the "
+            "global_config of .dlt/config.toml (96MB)"
+        ),
     )
     parser.add_argument(
         "--workdir", default=None, help="keep DuckDB files and pipelines here (default: a temp dir)"
