@@ -229,8 +229,11 @@ def _entity_resource(
         # every connection's listing runs at once (pages fetched ahead on background
         # threads); connections take turns, page by page, among those whose page arrived
         ahead: dict[str, ReadAhead[Any]] = {}
+        # one type per column for every connection's pages (custom fields differ per
+        # connection): the first page converted settles it, see RecordConverter
+        settled_types: dict[tuple[str, str], pa.DataType] = {}
         readers = [
-            (connection, _read_connection(spec, connection, options, state, ahead))
+            (connection, _read_connection(spec, connection, options, state, ahead, settled_types))
             for connection in connections
             if connection.failure is None
         ]
@@ -296,6 +299,7 @@ def _read_connection(
     options: _ReadOptions,
     state: dict[str, str],
     ahead: dict[str, ReadAhead[Any]],
+    settled_types: dict[tuple[str, str], pa.DataType],
 ) -> Iterator[list[Any]]:
     """Yields the Arrow tables of each page of one entity of one connection (a list per page),
     then advances its watermark. Its page fetcher is registered in `ahead`."""
@@ -312,7 +316,11 @@ def _read_connection(
         return
     page_size = min(options.page_size or spec.max_page_size, spec.max_page_size)
     converter = RecordConverter(
-        spec, connection.name, hard_delete=options.hard_delete, known_types=_schema_column_types
+        spec,
+        connection.name,
+        hard_delete=options.hard_delete,
+        known_types=_schema_column_types,
+        settled_types=settled_types,
     )
     main_hints = _main_hints(spec, options)
     child_hints = _child_hints(spec, options) if spec.child_table else None

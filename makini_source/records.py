@@ -77,6 +77,10 @@ class RecordConverter:
         spec: The entity being read.
         connection: The connection's configured name, stored in `connection_id`.
         hard_delete: Whether tombstones delete rows (otherwise they keep `deleted_at`).
+        known_types: Column name -> dlt data type of a table, as the schema knows it.
+        settled_types: The column types settled so far, shared by the converters of every
+            connection of a run, so a column gets one type in a run whichever connection's
+            page comes first (dlt cannot write two types of one column to one file).
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class RecordConverter:
         connection: str,
         hard_delete: bool = False,
         known_types: Callable[[str], Mapping[str, str]] | None = None,
+        settled_types: dict[tuple[str, str], pa.DataType] | None = None,
     ) -> None:
         self.spec = spec
         self.connection = connection
@@ -92,7 +97,7 @@ class RecordConverter:
         self._naming = NamingConvention()
         self._names: dict[Path, str] = {}
         self._known_types = known_types
-        self._types: dict[tuple[str, str], pa.DataType] = {}
+        self._types = {} if settled_types is None else settled_types
         self.declined_pages = 0
 
     def convert(

@@ -184,3 +184,23 @@ def test_split_window_keeps_an_unbounded_or_tiny_window_whole() -> None:
     assert split_window(unbounded, "2024-01-02T00:00:00Z", 4) == [unbounded]
     tiny = Window(None, "2024-01-01T00:00:01Z", None)
     assert split_window(tiny, "2024-01-01T00:00:00Z", 4) == [tiny]
+
+
+def test_connections_of_one_run_share_settled_column_types() -> None:
+    """A custom field typed text in one connection and a number in another gets one type."""
+    settled: dict[tuple[str, str], pa.DataType] = {}
+    spec = ENTITIES["vendors"]
+    acme = RecordConverter(spec, "acme", settled_types=settled)
+    globex = RecordConverter(spec, "globex", settled_types=settled)
+    record = {"key": "V-1", "updatedAt": "2024-01-01T00:00:00Z", "deletedAt": None}
+    text = acme.convert([{**record, "customFields": {"Cost Center": "CC-7"}}]).main
+    number = globex.convert([{**record, "customFields": {"Cost Center": 42}}]).main
+    assert text is not None and number is not None
+    assert number.schema.field("custom_fields__cost_center").type == pa.string()
+    assert number.column("custom_fields__cost_center").to_pylist() == ["42"]
+    # without sharing, each connection would keep its own type (and dlt could not write both)
+    alone = RecordConverter(spec, "globex").convert(
+        [{**record, "customFields": {"Cost Center": 42}}]
+    )
+    assert alone.main is not None
+    assert alone.main.schema.field("custom_fields__cost_center").type == pa.int64()
