@@ -59,6 +59,19 @@ def pipeline_command(workdir: Path, *args: str) -> list[str]:
     ]
 
 
+def run_pipeline(workdir: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """Runs the pipeline script to the end; its output captured as text."""
+    return subprocess.run(
+        pipeline_command(workdir, *args),
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def open_pipeline(workdir: Path) -> dlt.Pipeline:
     """The subprocess's pipeline, opened in this process (state from its working dir)."""
     return dlt.pipeline(
@@ -185,15 +198,7 @@ def test_sigkill_at_every_stage_then_rerun_loads_exactly_the_api(
         sandbox.put_record("globex", "purchase-orders", po["key"], {"title": f"after {stage.name}"})
         sandbox.sync_all()
 
-    done = subprocess.run(
-        pipeline_command(tmp_path, *args),
-        env=pipeline_env(sandbox),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_pipeline(tmp_path, pipeline_env(sandbox), *args)
     assert done.returncode == 0, done.stdout + done.stderr
     assert seen == ["mid-extract", "mid-normalize", "mid-load"]
     pipeline = open_pipeline(tmp_path)
@@ -270,15 +275,7 @@ def test_failing_connections_exit_2_and_the_token_is_never_written_or_printed(
         SOURCES__MAKINI__BACKOFF_BASE_SECONDS="0.01",
         RUNTIME__LOG_LEVEL="INFO",
     )
-    run = subprocess.run(
-        pipeline_command(tmp_path, "--entities", "vendors,sites"),
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    run = run_pipeline(tmp_path, env, "--entities", "vendors,sites")
     assert run.returncode == 2, run.stdout + run.stderr
     failed = run.stderr[run.stderr.index("connection(s) failed") :]
     lines = {line.split(":")[0].strip(): line for line in failed.splitlines()[1:] if ":" in line}
