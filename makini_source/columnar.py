@@ -207,6 +207,14 @@ def child_rows(lists: pa.Array | None, parent_deleted: pa.Array, hard_delete: bo
     deleted = pc.coalesce(own_deleted, _text_or_nulls(parent_deleted, records).take(parent))
     if pc.any(pc.equal(pc.utf8_length(deleted), 0)).as_py():
         raise Declined("an empty deletedAt")
+    if not hard_delete and _every_list_has_items(lists):
+        # the common page: every record keeps all of its lines, in order, and needs no marker
+        return ChildRows(
+            lines=lines_struct,
+            parent=parent,
+            is_marker=pa.nulls(len(lines), pa.bool_()),
+            deleted_at=deleted,
+        )
     kept = pc.indices_nonzero(pc.is_null(deleted)) if hard_delete else None
     kept_parent = parent if kept is None else parent.take(kept)
     kept_line = pa.array(range(len(lines)), pa.int64()) if kept is None else kept.cast(pa.int64())
@@ -226,6 +234,11 @@ def child_rows(lists: pa.Array | None, parent_deleted: pa.Array, hard_delete: bo
         is_marker=is_marker,
         deleted_at=deleted.take(row_line),
     )
+
+
+def _every_list_has_items(lists: pa.Array) -> bool:
+    lengths = pc.list_value_length(lists)
+    return lengths.null_count == 0 and (len(lengths) == 0 or pc.min(lengths).as_py() > 0)
 
 
 def _text_or_nulls(values: pa.Array | None, length: int) -> pa.Array:

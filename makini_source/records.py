@@ -367,7 +367,7 @@ class RecordConverter:
             if field in DECIMAL_FIELDS:
                 return pc.cast(pa.array(values, pa.string()), DECIMAL_TYPE)
             if field in TIMESTAMP_FIELDS:
-                return pc.cast(_midnight(pa.array(values, pa.string())), TIMESTAMP_TYPE)
+                return _timestamps(pa.array(values, pa.string()))
             if field in BOOLEAN_FIELDS:
                 return pa.array(values, pa.bool_())
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
@@ -574,7 +574,7 @@ def _typed_arrow(values: pa.Array, field: str | None) -> pa.Array | None:
     if not pa.types.is_string(kind):
         raise Declined(f"{field} is {kind}")
     try:
-        return pc.cast(_midnight(values) if target == TIMESTAMP_TYPE else values, target)
+        return _timestamps(values) if target == TIMESTAMP_TYPE else pc.cast(values, target)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         raise Declined(f"{field} has an invalid value") from None
 
@@ -598,6 +598,18 @@ def _inferred_arrow(values: pa.Array) -> pa.Array | None:
     # lists of objects or floats, and date-like strings (read as timestamps): their exact
     # JSON text is not recoverable from Arrow
     raise Declined(f"a column of {kind}")
+
+
+def _timestamps(strings: pa.Array) -> pa.Array:
+    """RFC 3339 text to UTC timestamps; date-only values are midnight UTC.
+
+    Most columns hold only full timestamps, which cast as they are; only when that fails
+    are date-only values completed (a zone-less time still fails: it is not RFC 3339).
+    """
+    try:
+        return pc.cast(strings, TIMESTAMP_TYPE)
+    except pa.ArrowInvalid:
+        return pc.cast(_midnight(strings), TIMESTAMP_TYPE)
 
 
 def _midnight(strings: pa.Array) -> pa.Array:
