@@ -380,15 +380,20 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_child(mode: str, args: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """Runs one mode in a child process. makini's modes run from the repository root, so
+    they load with the project's `.dlt/config.toml`; the peer runs in the work directory,
+    with dlt's and DuckDB's defaults, as a user of `rest_api` would (the project's 96MB
+    DuckDB limit is tuned for makini_source, and made the peer's nested merge run out of
+    memory)."""
     args_path = workdir / f"args-{mode}.json"
     args_path.write_text(json.dumps(args))
     env = dict(os.environ, **CHILD_ENV)
     proc = subprocess.run(  # noqa: PLW1510 - the return code is asserted
-        [sys.executable, __file__, "_child", mode, str(args_path)],
+        [sys.executable, str(Path(__file__).resolve()), "_child", mode, str(args_path)],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
-        cwd=REPO_ROOT,  # every mode loads with the project's .dlt/config.toml
+        cwd=workdir if mode == "peer" else REPO_ROOT,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"mode {mode} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}")
@@ -661,7 +666,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     opts = parse_args(argv)
     modes = opts.modes.split(",")
-    workdir = Path(opts.workdir) if opts.workdir else Path(tempfile.mkdtemp(prefix="makini-bench-"))
+    workdir = (
+        Path(opts.workdir).resolve()
+        if opts.workdir
+        else Path(tempfile.mkdtemp(prefix="makini-bench-"))
+    )
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"starting the sandbox ({opts.pos:,} POs, prewarmed) ...", file=sys.stderr, flush=True)
     sandbox = Sandbox(opts.pos, opts.rate_pos, workdir)

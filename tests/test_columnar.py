@@ -7,6 +7,7 @@ bodies cover the corners (missing fields, nulls, deleted records and lines, date
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -50,9 +51,16 @@ def convert_both(
     return want, arrow.convert(page.records), arrow
 
 
-@pytest.mark.parametrize("hard_delete", [False, True])
+@pytest.mark.parametrize(
+    ("hard_delete", "lines_per_po"),
+    [
+        (False, (0, 4)),
+        (True, (0, 4)),
+        (False, (1, 4)),  # every PO has a line: no marker rows, lines taken as they are
+    ],
+)
 def test_sandbox_pages_convert_the_same_on_both_paths(
-    sandbox_factory: Any, hard_delete: bool
+    sandbox_factory: Any, hard_delete: bool, lines_per_po: tuple[int, int]
 ) -> None:
     config = SandboxConfig(
         seed=11,
@@ -61,7 +69,7 @@ def test_sandbox_pages_convert_the_same_on_both_paths(
                 name="acme",
                 token="tok_acme",
                 purchase_orders=120,
-                lines_per_po=(0, 4),  # some POs have no lines
+                lines_per_po=lines_per_po,  # (0, n): some POs have no lines
                 custom_fields={
                     "Cost Center": "string",
                     "projectCode": "integer",
@@ -102,6 +110,41 @@ def test_sandbox_pages_convert_the_same_on_both_paths(
                 assert fast.declined_pages == 0, name  # the Arrow path really ran
                 arrow_pages += len(fast_pages)
     assert arrow_pages > 0
+
+
+def test_pages_prepared_on_several_threads_make_the_tables_of_one_thread(
+    sandbox_factory: Any,
+) -> None:
+    """`prepare` runs on read-ahead threads, several pages at once; `assemble` on one thread
+    in page order must then give exactly what converting page after page gives."""
+    config = SandboxConfig(
+        seed=5,
+        connections=[
+            ConnectionConfig(
+                name="acme",
+                token="tok_acme",
+                purchase_orders=300,
+                lines_per_po=(0, 3),
+                custom_fields={"Cost Center": "string", "projectCode": "integer"},
+            )
+        ],
+    )
+    sandbox = sandbox_factory(config)
+    spec = ENTITIES["purchase_orders"]
+    with MakiniClient(sandbox.url, sandbox.tokens["acme"], "acme") as client:
+        pages = list(
+            client.iter_pages(
+                spec.name, spec.path, {"include_deleted": "true"}, 20, decode=PageReader(spec)
+            )
+        )
+    assert len(pages) > 4
+    one = RecordConverter(spec, "acme")
+    want = [one.convert(page.records, page.request_id) for page in pages]
+    threaded = RecordConverter(spec, "acme")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        prepared = list(pool.map(lambda page: threaded.prepare(page.records), pages))
+    for number, (expected, page) in enumerate(zip(want, prepared)):
+        assert_same_tables(expected, threaded.assemble(page), f"page {number}")
 
 
 def _po(po_key: str, **fields: Any) -> dict[str, Any]:
