@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dlt
@@ -44,7 +44,7 @@ from makini_source.exceptions import (
 )
 from makini_source.memory import release_unused_memory
 from makini_source.readahead import DONE, ReadAhead, ReadAheadGroup, interleave
-from makini_source.records import PreparedPage, RecordConverter
+from makini_source.records import RecordConverter
 from makini_source.settings import (
     BATCH_ROWS,
     CONNECTION_COLUMN,
@@ -325,19 +325,19 @@ def _read_connection(
     main_hints = _main_hints(spec, options)
     child_hints = _child_hints(spec, options) if spec.child_table else None
     first_run = state.get(connection.name) is None or options.end_date is not None
-    # pages are fetched ahead, parsed (straight into Arrow, see columnar.py) and typed on
-    # background threads while this thread settles types and hands tables to dlt; a wait on
-    # the connection's rate limit never holds this thread, so other connections go on
+    # pages are fetched ahead and parsed (straight into Arrow, see columnar.py) on
+    # background threads while this thread converts; a wait on the connection's rate limit
+    # never holds this thread, so other connections go on meanwhile
     pages = ReadAhead(
-        _listing(spec, connection, window, options, page_size, converter.prepare, probe=first_run),
+        _listing(spec, connection, window, options, page_size, probe=first_run),
         name=f"makini-{connection.name}-{spec.name}",
     )
     ahead[connection.name] = pages
     batch = _Batch(spec, main_hints, child_hints)
     try:
         while (page := pages.next()) is not DONE:
-            assert isinstance(page, PreparedPage)
-            tables = converter.assemble(page)
+            assert isinstance(page, Page)
+            tables = converter.convert(page.records, page.request_id)
             if tables.main is not None:
                 connection.count_rows(spec.table, tables.main.num_rows)
             if tables.children is not None:
@@ -417,51 +417,35 @@ def _listing(
     window: Window,
     options: _ReadOptions,
     page_size: int,
-    prepare: Callable[[Any, str | None], PreparedPage],
     probe: bool,
-) -> Iterator[PreparedPage]:
-    """Every page of the window, prepared: one listing, or its time slices read at once (see
-    `_slices`), each slice on a read-ahead thread of its own (which also prepares its pages).
-    Runs on a read-ahead thread."""
+) -> Iterator[Page]:
+    """Every page of the window: one listing, or its time slices read at once (see
+    `_slices`), each slice on a read-ahead thread of its own. Runs on a read-ahead thread."""
     slices = _slices(spec, connection, window, options) if probe else [window]
     listings = [
-        _prepared(
-            connection.client.iter_pages(
-                spec.name,
-                spec.path,
-                _listing_params(piece),
-                page_size,
-                decode=columnar.PageReader(spec),
-            ),
-            prepare,
+        connection.client.iter_pages(
+            spec.name,
+            spec.path,
+            _listing_params(piece),
+            page_size,
+            decode=columnar.PageReader(spec),
         )
         for piece in slices
     ]
     if len(listings) == 1:
         yield from listings[0]
         return
-    group: ReadAheadGroup[PreparedPage] = ReadAheadGroup(
+    group: ReadAheadGroup[Page] = ReadAheadGroup(
         [
             ReadAhead(listing, name=f"makini-{connection.name}-{spec.name}-{number}")
             for number, listing in enumerate(listings)
         ]
     )
     try:
-        while isinstance(page := group.next(), PreparedPage):
+        while isinstance(page := group.next(), Page):
             yield page
     finally:
         group.close()
-
-
-def _prepared(
-    pages: Generator[Page, None, None], prepare: Callable[[Any, str | None], PreparedPage]
-) -> Iterator[PreparedPage]:
-    """Each page validated and typed (`RecordConverter.prepare`) on the thread reading it."""
-    try:
-        for page in pages:
-            yield prepare(page.records, page.request_id)
-    finally:
-        pages.close()
 
 
 def _slices(

@@ -6,11 +6,10 @@ connections run at the same time: each connection is paced by its own rate limit
 run over N rate-limited connections uses all N limits at once instead of one after the
 other. Memory stays bounded: a listing holds at most `depth + 1` pages ahead of its consumer.
 
-Only HTTP, parsing (straight into Arrow, see `columnar.py`) and typing each page's columns
-(`RecordConverter.prepare`) run on the background threads; settling column types, dlt state
-and schema access stay on the resource's own thread. Connections take turns page by page
-among those whose next page has arrived, so a connection held back by a low rate limit never
-slows another one.
+Only HTTP and parsing (straight into Arrow, see `columnar.py`) run on the background threads;
+conversion, dlt state and schema access stay on the resource's own thread. Connections take turns page by page among those
+whose next page has arrived, so a connection held back by a low rate limit never slows
+another one.
 """
 
 from __future__ import annotations

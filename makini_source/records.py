@@ -70,40 +70,8 @@ class PageTables:
     live_children: int = 0
 
 
-@dataclass
-class TypedColumns:
-    """One destination table's columns of one page, typed but not yet settled.
-
-    Attributes:
-        table: The destination table.
-        columns: (column name, values, whether its type is inferred and so must be settled
-            against the run's other pages) in table order.
-    """
-
-    table: str
-    columns: list[tuple[str, pa.Array, bool]]
-
-    def append(self, name: str, values: pa.Array) -> None:
-        """Adds a column whose type is fixed (never settled)."""
-        self.columns.append((name, values, False))
-
-
-@dataclass
-class PreparedPage:
-    """A page validated and typed column by column: `RecordConverter.prepare`'s result."""
-
-    main: TypedColumns | None
-    children: TypedColumns | None
-    live_children: int = 0
-
-
 class RecordConverter:
     """Converts one entity's records to Arrow, page by page.
-
-    Conversion has two halves. `prepare` validates a page and builds its typed columns: it
-    keeps no state between pages, so read-ahead threads run it on several pages at once.
-    `assemble` settles each inferred column's type against the run's other pages and builds
-    the tables; it runs on one thread, page after page. `convert` does both.
 
     Args:
         spec: The entity being read.
@@ -135,7 +103,7 @@ class RecordConverter:
     def convert(
         self, records: Sequence[Any] | ArrowRecords, request_id: str | None = None
     ) -> PageTables:
-        """Validates and converts one page: `assemble(prepare(records))`.
+        """Validates and converts one page.
 
         Args:
             records: The page's records: parsed JSON, or `ArrowRecords` from
@@ -147,16 +115,6 @@ class RecordConverter:
             ContractViolationError: A record is not an object, lacks `key` or `updatedAt`, or
                 holds a value that cannot be read as its field's type.
         """
-        return self.assemble(self.prepare(records, request_id))
-
-    def prepare(
-        self, records: Sequence[Any] | ArrowRecords, request_id: str | None = None
-    ) -> PreparedPage:
-        """Validates one page and types its columns (safe on any thread; see the class).
-
-        Raises:
-            ContractViolationError: As `convert`.
-        """
         if isinstance(records, ArrowRecords):
             try:
                 return self._convert_arrow(records.records, request_id)
@@ -165,33 +123,10 @@ class RecordConverter:
                 return self._convert_json(orjson.loads(records.body)["data"], request_id)
         return self._convert_json(records, request_id)
 
-    def assemble(self, page: PreparedPage) -> PageTables:
-        """Builds the tables of a prepared page, settling inferred column types in turn."""
-        return PageTables(
-            None if page.main is None else self._assembled(page.main),
-            None if page.children is None else self._assembled(page.children),
-            page.live_children,
-        )
-
-    def _assembled(self, typed: TypedColumns) -> pa.Table:
-        columns: dict[str, pa.Array] = {}
-        for name, array, inferred in typed.columns:
-            if inferred:
-                name, array = self._settle_type(typed.table, name, array)
-            columns[name] = array
-        # key columns are declared NOT NULL in the dlt schema; say so in the Arrow schema too
-        schema = pa.schema(
-            [
-                pa.field(name, array.type, nullable=name not in NOT_NULL_COLUMNS)
-                for name, array in columns.items()
-            ]
-        )
-        return pa.Table.from_arrays(list(columns.values()), schema=schema)
-
-    def _convert_json(self, records: Sequence[Any], request_id: str | None) -> PreparedPage:
-        """`prepare` for parsed JSON: the exact path."""
+    def _convert_json(self, records: Sequence[Any], request_id: str | None) -> PageTables:
+        """`convert` for parsed JSON: the exact path."""
         if not records:
-            return PreparedPage(None, None)
+            return PageTables(None, None)
         for record in records:
             self._validate(record, request_id)
         skip = (self.spec.child_field,) if self.spec.child_field else ()
@@ -203,15 +138,17 @@ class RecordConverter:
             self.spec.table,
             self.spec.fields,
         )
-        if not self.spec.child_field:
-            return PreparedPage(main, None)
-        children, live = self._children(records, request_id)
-        return PreparedPage(main, children, live)
+        children = self._children(records, request_id) if self.spec.child_field else None
+        markers = (
+            0 if children is None else (pc.sum(children.column(LINE_MARKER_COLUMN)).as_py() or 0)
+        )
+        live = 0 if children is None else children.num_rows - markers
+        return PageTables(main, children, live)
 
-    def _convert_arrow(self, records: pa.StructArray, request_id: str | None) -> PreparedPage:
-        """`prepare` for a page read by `columnar.PageReader`; raises `Declined`."""
+    def _convert_arrow(self, records: pa.StructArray, request_id: str | None) -> PageTables:
+        """`convert` for a page read by `columnar.PageReader`; raises `Declined`."""
         if not len(records):
-            return PreparedPage(None, None)
+            return PageTables(None, None)
         columnar.check_records(records)
         child_field = self.spec.child_field
         main = self._table(
@@ -223,7 +160,7 @@ class RecordConverter:
             self.spec.fields,
         )
         if child_field is None:
-            return PreparedPage(main, None)
+            return PageTables(main, None)
         parent_deleted = columnar.field_or_none(records, "deletedAt")
         rows = columnar.child_rows(
             columnar.field_or_none(records, child_field),
@@ -251,12 +188,13 @@ class RecordConverter:
             self.spec.child_table,
             self.spec.child_fields,
         )
-        versions = self._typed(records.field("updatedAt"), "updatedAt", request_id, "")
-        assert versions is not None  # a timestamp field always has its column
-        table.append(PARENT_VERSION_COLUMN, versions.take(rows.parent))
-        table.append(LINE_MARKER_COLUMN, rows.is_marker)
-        markers = len(rows.parent) - rows.is_marker.null_count
-        return PreparedPage(main, table, len(rows.parent) - markers)
+        versions = self._typed(
+            records.field("updatedAt").take(rows.parent), "updatedAt", request_id, ""
+        )
+        table = table.append_column(PARENT_VERSION_COLUMN, versions)
+        table = table.append_column(LINE_MARKER_COLUMN, rows.is_marker)
+        markers = len(rows.parent) - pc.sum(pc.is_null(rows.is_marker)).as_py()
+        return PageTables(main, table, len(rows.parent) - markers)
 
     # --- validation -------------------------------------------------------------------
 
@@ -280,9 +218,8 @@ class RecordConverter:
 
     def _children(
         self, records: Sequence[Mapping[str, Any]], request_id: str | None
-    ) -> tuple[TypedColumns, int]:
-        """Rows of the child table: every current line of every PO on the page, and how many
-        of them are live lines (not markers).
+    ) -> pa.Table | None:
+        """Rows of the child table: every current line of every PO on the page.
 
         Each PO on the page replaces all of its lines in the destination (the child table
         merges on the PO's key). A PO that has no line left still sends one marker row, so
@@ -357,11 +294,11 @@ class RecordConverter:
             self.spec.child_table,
             self.spec.child_fields,
         )
-        version_column = self._typed(versions, "updatedAt", request_id, PARENT_VERSION_COLUMN)
-        assert version_column is not None
-        table.append(PARENT_VERSION_COLUMN, version_column)
-        table.append(LINE_MARKER_COLUMN, pa.array(markers, pa.bool_()))
-        return table, len(markers) - markers.count(True)
+        table = table.append_column(
+            PARENT_VERSION_COLUMN,
+            self._typed(versions, "updatedAt", request_id, PARENT_VERSION_COLUMN),
+        )
+        return table.append_column(LINE_MARKER_COLUMN, pa.array(markers, pa.bool_()))
 
     # --- column building ----------------------------------------------------------------
 
@@ -373,18 +310,18 @@ class RecordConverter:
         entity: str,
         table_name: str,
         fields: Sequence[str],
-    ) -> TypedColumns:
-        """Types one table's columns: the fixed columns, then the record's columns.
+    ) -> pa.Table:
+        """Builds one table: the fixed columns, then the record's columns.
 
         The record's columns come in the catalogue's order (`fields`), the rest after them in
         the order they first appear. A typed field of the catalogue (decimal, timestamp,
         boolean) no record carries still gets its null column: its type is known, and both
         conversion paths then make the same table.
         """
-        columns = [
-            (name, values if isinstance(values, pa.Array) else pa.array(values, pa.string()), False)
+        columns: dict[str, pa.Array] = {
+            name: values if isinstance(values, pa.Array) else pa.array(values, pa.string())
             for name, values in fixed.items()
-        ]
+        }
         rows = len(next(iter(fixed.values())))
         flat_columns = dict(flat_columns)
         for name in fields:
@@ -397,9 +334,19 @@ class RecordConverter:
             name = self._column_name(path)
             typed_field = None if path[0] == CUSTOM_FIELDS else path[-1]
             array = self._typed(values, typed_field, request_id, ".".join(path), entity)
-            if array is not None:
-                columns.append((name, array, typed_field not in _CATALOGUE_TYPED))
-        return TypedColumns(table_name, columns)
+            if array is None:
+                continue
+            if typed_field not in _CATALOGUE_TYPED:
+                name, array = self._settle_type(table_name, name, array)
+            columns[name] = array
+        # key columns are declared NOT NULL in the dlt schema; say so in the Arrow schema too
+        schema = pa.schema(
+            [
+                pa.field(name, array.type, nullable=name not in NOT_NULL_COLUMNS)
+                for name, array in columns.items()
+            ]
+        )
+        return pa.Table.from_arrays(list(columns.values()), schema=schema)
 
     def _typed(
         self,
