@@ -7,7 +7,6 @@ bodies cover the corners (missing fields, nulls, deleted records and lines, date
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -110,41 +109,6 @@ def test_sandbox_pages_convert_the_same_on_both_paths(
                 assert fast.declined_pages == 0, name  # the Arrow path really ran
                 arrow_pages += len(fast_pages)
     assert arrow_pages > 0
-
-
-def test_pages_prepared_on_several_threads_make_the_tables_of_one_thread(
-    sandbox_factory: Any,
-) -> None:
-    """`prepare` runs on read-ahead threads, several pages at once; `assemble` on one thread
-    in page order must then give exactly what converting page after page gives."""
-    config = SandboxConfig(
-        seed=5,
-        connections=[
-            ConnectionConfig(
-                name="acme",
-                token="tok_acme",
-                purchase_orders=300,
-                lines_per_po=(0, 3),
-                custom_fields={"Cost Center": "string", "projectCode": "integer"},
-            )
-        ],
-    )
-    sandbox = sandbox_factory(config)
-    spec = ENTITIES["purchase_orders"]
-    with MakiniClient(sandbox.url, sandbox.tokens["acme"], "acme") as client:
-        pages = list(
-            client.iter_pages(
-                spec.name, spec.path, {"include_deleted": "true"}, 20, decode=PageReader(spec)
-            )
-        )
-    assert len(pages) > 4
-    one = RecordConverter(spec, "acme")
-    want = [one.convert(page.records, page.request_id) for page in pages]
-    threaded = RecordConverter(spec, "acme")
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        prepared = list(pool.map(lambda page: threaded.prepare(page.records), pages))
-    for number, (expected, page) in enumerate(zip(want, prepared)):
-        assert_same_tables(expected, threaded.assemble(page), f"page {number}")
 
 
 def _po(po_key: str, **fields: Any) -> dict[str, Any]:
