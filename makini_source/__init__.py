@@ -44,10 +44,11 @@ from makini_source.exceptions import (
 )
 from makini_source.memory import release_unused_memory
 from makini_source.readahead import DONE, ReadAhead, ReadAheadGroup, interleave
-from makini_source.records import RecordConverter
+from makini_source.records import PageBatcher, PageTables, RecordConverter
 from makini_source.settings import (
     BATCH_ROWS,
     CONNECTION_COLUMN,
+    CONVERT_BATCH_RECORDS,
     DEFAULT_BASE_URL,
     DEFAULT_CONNECTION_NAME,
     ENTITIES,
@@ -334,26 +335,34 @@ def _read_connection(
     )
     ahead[connection.name] = pages
     batch = _Batch(spec, main_hints, child_hints)
-    try:
-        while (page := pages.next()) is not DONE:
-            assert isinstance(page, Page)
-            tables = converter.convert(page.records, page.request_id)
+    pending = PageBatcher(converter, CONVERT_BATCH_RECORDS)
+
+    def collect(converted: list[PageTables]) -> int:
+        for tables in converted:
             if tables.main is not None:
                 connection.count_rows(spec.table, tables.main.num_rows)
             if tables.children is not None:
                 assert spec.child_table is not None
                 connection.count_rows(spec.child_table, tables.live_children)
-            if batch.add(tables.main, tables.children) >= BATCH_ROWS:
+            batch.add(tables.main, tables.children)
+        return batch.rows
+
+    try:
+        while (page := pages.next()) is not DONE:
+            assert isinstance(page, Page)
+            if collect(pending.add(page.records, page.request_id)) >= BATCH_ROWS:
                 yield batch.flush()
             elif not pages.ready():
-                yield []  # the next page is not here yet: other connections take turns
-        if batch.rows:
+                # the next page is not here yet: convert what waits, let other connections go
+                collect(pending.flush())
+                yield []
+        if collect(pending.flush()):
             yield batch.flush()
     except PermissionDeniedError as exc:
         if options.on_permission_denied == "fail":
             raise
         logger.warning("skipping %s for connection %s: %s", spec.name, connection.name, exc)
-        if batch.rows:
+        if collect(pending.flush()):
             yield batch.flush()  # what was read before the 403 still loads
         return
     finally:

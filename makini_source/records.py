@@ -123,6 +123,27 @@ class RecordConverter:
                 return self._convert_json(orjson.loads(records.body)["data"], request_id)
         return self._convert_json(records, request_id)
 
+    def convert_pages(self, pages: Sequence[tuple[ArrowRecords, str | None]]) -> list[PageTables]:
+        """Converts several pages of one record type (`ArrowRecords` with equal types) at once.
+
+        The pages' records are converted as one page (one set of pyarrow calls per column
+        instead of one per page). If the Arrow path declines them together, each page is
+        converted on its own, so a bad value is still reported with its page's request id.
+
+        Args:
+            pages: (records, request id) of each page, in order.
+
+        Returns:
+            The tables: one `PageTables` for all pages, or one per page.
+        """
+        if len(pages) > 1:
+            together = pa.concat_arrays([records.records for records, _ in pages])
+            try:
+                return [self._convert_arrow(together, None)]
+            except Declined:
+                pass
+        return [self.convert(records, request_id) for records, request_id in pages]
+
     def _convert_json(self, records: Sequence[Any], request_id: str | None) -> PageTables:
         """`convert` for parsed JSON: the exact path."""
         if not records:
@@ -415,6 +436,46 @@ class RecordConverter:
             name = "__".join(self._naming.normalize_identifier(part) for part in path)
             self._names[path] = name
         return name
+
+
+class PageBatcher:
+    """Collects consecutive Arrow pages of one record type and converts them together.
+
+    Args:
+        converter: The entity's converter.
+        max_records: Records collected before they are converted.
+    """
+
+    def __init__(self, converter: RecordConverter, max_records: int) -> None:
+        self._converter = converter
+        self._max_records = max_records
+        self._pages: list[tuple[ArrowRecords, str | None]] = []
+        self._records = 0
+
+    def add(
+        self, records: Sequence[Any] | ArrowRecords, request_id: str | None
+    ) -> list[PageTables]:
+        """Adds one page; returns whatever tables are ready (in page order).
+
+        Raises:
+            ContractViolationError: As `RecordConverter.convert`.
+        """
+        if not isinstance(records, ArrowRecords):
+            # parsed JSON (the client's own parsing): the exact path, after the pages before it
+            return [*self.flush(), self._converter.convert(records, request_id)]
+        ready = []
+        if self._pages and records.records.type != self._pages[0][0].records.type:
+            ready = self.flush()
+        self._pages.append((records, request_id))
+        self._records += len(records)
+        if self._records >= self._max_records:
+            ready.extend(self.flush())
+        return ready
+
+    def flush(self) -> list[PageTables]:
+        """Converts the pages collected so far."""
+        pages, self._pages, self._records = self._pages, [], 0
+        return self._converter.convert_pages(pages) if pages else []
 
 
 def _flat_columns(

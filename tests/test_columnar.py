@@ -17,7 +17,7 @@ from makini_sandbox import ConnectionConfig, SandboxConfig
 from makini_source.client import MakiniClient
 from makini_source.columnar import PageReader
 from makini_source.exceptions import ContractViolationError
-from makini_source.records import PageTables, RecordConverter
+from makini_source.records import PageBatcher, PageTables, RecordConverter
 from makini_source.settings import ENTITIES
 
 # the entities whose sandbox pages the Arrow path reads itself (the others hold lists of
@@ -256,3 +256,68 @@ def test_naive_midnight_dates_read_as_utc_midnight() -> None:
 )
 def test_bodies_that_are_not_list_answers_are_left_to_the_json_path(body: bytes) -> None:
     assert PageReader(ENTITIES["purchase_orders"])(body) is None
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    return pa.concat_tables(tables, promote_options="default").combine_chunks()
+
+
+@pytest.mark.parametrize("hard_delete", [False, True])
+def test_pages_converted_together_give_the_rows_of_pages_converted_alone(
+    sandbox_factory: Any, hard_delete: bool
+) -> None:
+    config = SandboxConfig(
+        seed=13,
+        connections=[
+            ConnectionConfig(
+                name="acme",
+                token="tok_acme",
+                purchase_orders=260,
+                lines_per_po=(0, 3),
+                custom_fields={"Cost Center": "string", "projectCode": "integer"},
+            )
+        ],
+    )
+    sandbox = sandbox_factory(config)
+    sandbox.delete_record("acme", "purchase-orders", "PO-000004")
+    with MakiniClient(sandbox.url, sandbox.tokens["acme"], "acme") as client:
+        for name in ("purchase_orders", "vendors", "work_orders"):
+            spec = ENTITIES[name]
+            pages = list(
+                client.iter_pages(
+                    name, spec.path, {"include_deleted": "true"}, 25, decode=PageReader(spec)
+                )
+            )
+            alone = RecordConverter(spec, "acme", hard_delete=hard_delete)
+            want = [alone.convert(page.records, page.request_id) for page in pages]
+            batcher = PageBatcher(RecordConverter(spec, "acme", hard_delete=hard_delete), 60)
+            got = [
+                tables for page in pages for tables in batcher.add(page.records, page.request_id)
+            ]
+            got += batcher.flush()
+            if name == "purchase_orders":
+                assert len(got) < len(pages)  # pages really were converted together
+            for part in ("main", "children"):
+                want_tables = [getattr(t, part) for t in want if getattr(t, part) is not None]
+                got_tables = [getattr(t, part) for t in got if getattr(t, part) is not None]
+                if not want_tables:
+                    assert not got_tables
+                    continue
+                assert _concat(got_tables).equals(_concat(want_tables)), f"{name} {part}"
+            assert sum(t.live_children for t in got) == sum(t.live_children for t in want)
+
+
+def test_a_bad_value_in_pages_converted_together_names_its_own_page() -> None:
+    spec = ENTITIES["purchase_orders"]
+    reader = PageReader(spec)
+    good = [reader(_body([_po(f"P{n}")])) for n in range(3)]
+    bad = reader(_body([_po("BAD", totalNetValue="12,5")]))
+    assert all(page is not None for page in [*good, bad])
+    batcher = PageBatcher(RecordConverter(spec, "acme"), 1_000)
+    for number, page in enumerate(good):
+        assert batcher.add(page.records, f"req-{number}") == []  # collected, not converted
+    batcher.add(bad.records, "req-bad")
+    with pytest.raises(ContractViolationError) as error:
+        batcher.flush()
+    assert error.value.request_id == "req-bad"
+    assert error.value.field == "totalNetValue"
