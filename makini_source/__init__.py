@@ -353,9 +353,7 @@ def _read_connection(
             if collect(pending.add(page.records, page.request_id)) >= BATCH_ROWS:
                 yield batch.flush()
             elif not pages.ready():
-                # the next page is not here yet: convert what waits, let other connections go
-                collect(pending.flush())
-                yield []
+                yield []  # the next page is not here yet: other connections take turns
         if collect(pending.flush()):
             yield batch.flush()
     except PermissionDeniedError as exc:
