@@ -288,7 +288,8 @@ BATCH_ROWS = 20_000
 
 # Records of consecutive pages (of one record type) converted to Arrow together: conversion
 # costs a few pyarrow calls per column whatever the rows, so five PO pages at once cost about
-# 35% less CPU than one by one (30 pages: 119 -> 78 ms). The pages wait as parsed, ~10 MB per 1,000 POs.
+# 35% less CPU than one by one (30 pages: 119 -> 78 ms). The pages wait as parsed: ~10 MB
+# per 1,000 POs.
 CONVERT_BATCH_RECORDS = 1_000
 
 # A first sync of an entity with at least 2 x this many records in its window reads it in
