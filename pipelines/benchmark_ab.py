@@ -1,0 +1,119 @@
+"""Side-by-side benchmark of two (or more) checkouts of makini-source against one sandbox.
+
+On a shared machine the floor alone can vary threefold within an hour, so a change is judged
+by alternating full syncs of each checkout against the same prewarmed sandbox, round by round
+(the order flips every round), with a floor run at the start of each round. Each makini run
+is `benchmark.py`'s own `makini` mode, started from its checkout (its code and its
+`.dlt/config.toml`).
+
+Usage::
+
+    git worktree add /tmp/before HEAD~3
+    python pipelines/benchmark_ab.py /tmp/before . --rounds 4 --incremental
+
+It prints every run and then, per checkout, the median wall seconds, the median ratio to the
+round's floor, the median CPU seconds and the largest peak RSS (and the incremental run's
+share of its full sync with ``--incremental``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import benchmark
+
+HERE = Path(__file__).resolve().parent.parent
+
+
+def run_mode(tree: Path, mode: str, args: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """One `benchmark.py` mode of checkout `tree`, in a child process started from it."""
+    args_path = workdir / "args.json"
+    args_path.write_text(json.dumps(args))
+    env = dict(os.environ, **benchmark.CHILD_ENV, PYTHONPATH=str(tree))
+    proc = subprocess.run(  # noqa: PLW1510 - the return code is checked
+        [sys.executable, str(tree / "pipelines" / "benchmark.py"), "_child", mode, str(args_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tree,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{tree}: mode {mode} failed:\n{proc.stdout[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("trees", nargs="+", type=Path, help="checkouts to compare")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pos", type=int, default=100_000, help="purchase orders")
+    parser.add_argument(
+        "--incremental", action="store_true", help="also an incremental run after each sync"
+    )
+    opts = parser.parse_args(argv)
+    trees = [tree.resolve() for tree in opts.trees]
+    workdir = Path(tempfile.mkdtemp(prefix="makini-ab-"))
+    sandbox = benchmark.Sandbox(opts.pos, 200, workdir)
+    token = sandbox.tokens[benchmark.BENCH_CONNECTION]
+    base = {"url": sandbox.url, "workdir": str(workdir)}
+    makini_args = {**base, "connections": {benchmark.BENCH_CONNECTION: token}}
+    floors: list[float] = []
+    runs: dict[Path, list[dict[str, Any]]] = {tree: [] for tree in trees}
+    try:
+        for number in range(opts.rounds):
+            floor = run_mode(HERE, "floor", {**base, "token": token}, workdir)["wall"]
+            floors.append(floor)
+            for tree in trees if number % 2 == 0 else trees[::-1]:
+                shutil.rmtree(workdir / "pipelines", ignore_errors=True)
+                for path in workdir.glob("bench_makini.duckdb*"):
+                    path.unlink()
+                full = run_mode(tree, "makini", makini_args, workdir)
+                full["floor"] = floor
+                line = (
+                    f"round {number + 1} {tree.name or tree}: {full['wall']:.2f} s "
+                    f"(floor {floor:.2f} s), {full['cpu_seconds']:.1f} CPU s, "
+                    f"{full['peak_rss_mb']:.0f} MB, steps {full['step_seconds']}"
+                )
+                if opts.incremental:
+                    sandbox.admin.bulk(
+                        benchmark.BENCH_CONNECTION,
+                        "purchase-orders",
+                        count=max(1, opts.pos // 100),
+                        set={"notes": f"ab change {time.time()}"},
+                    )
+                    sandbox.admin.sync(benchmark.BENCH_CONNECTION)
+                    full["incremental"] = run_mode(tree, "makini", makini_args, workdir)["wall"]
+                    line += f", incremental {full['incremental']:.2f} s"
+                runs[tree].append(full)
+                print(line, flush=True)
+    finally:
+        sandbox.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"\nfloor: median {statistics.median(floors):.2f} s over {len(floors)} rounds")
+    for tree, results in runs.items():
+        summary = (
+            f"{tree}: makini median {statistics.median(r['wall'] for r in results):.2f} s, "
+            f"makini/floor {statistics.median(r['wall'] / r['floor'] for r in results):.3f}, "
+            f"CPU {statistics.median(r['cpu_seconds'] for r in results):.1f} s, "
+            f"peak RSS max {max(r['peak_rss_mb'] for r in results):.0f} MB"
+        )
+        if opts.incremental:
+            share = statistics.median(r["incremental"] / r["wall"] for r in results)
+            summary += f", incremental/full {100 * share:.1f}%"
+        print(summary)
+
+
+if __name__ == "__main__":
+    main()
