@@ -9,8 +9,9 @@
 * :class:`Clock` issues strictly increasing ``updatedAt`` values for mutations.
 
 Visibility rule: a version written with ``pending=True`` is kept aside and not listed until
-the connection's next sync (:meth:`Store.sync`). Otherwise writes are visible at once and
-``last_sync_at`` advances to the clock (but never past the oldest pending version).
+the connection's next sync (:meth:`Store.sync`). Otherwise writes are visible at once, and
+``last_sync_at`` stays where it is: Makini lists what a sync under way has already copied,
+newer than its last complete point. Only a sync (:meth:`Store.sync`) moves ``last_sync_at``.
 """
 
 from __future__ import annotations
@@ -441,11 +442,6 @@ class ConnectionState:
             else format_timestamp(self.last_sync_at),
             "last_sync_status": self.last_sync_status,
         }
-
-    def oldest_pending(self) -> int | None:
-        """Oldest ``updatedAt`` among pending versions, or ``None``."""
-        ts = [v.updated for es in self.entities.values() for v in es.pending.values()]
-        return min(ts) if ts else None
 
 
 @dataclass
@@ -939,15 +935,6 @@ class Store:
             return
         es.pending.pop(version.key, None)
         es.publish(version)
-        self._advance_sync(conn)
-
-    def _advance_sync(self, conn: ConnectionState) -> None:
-        target = self.clock.now()
-        oldest = conn.oldest_pending()
-        if oldest is not None:
-            target = min(target, oldest)
-        if conn.last_sync_at is None or target > conn.last_sync_at:
-            conn.last_sync_at = target
 
     def bulk(
         self,

@@ -44,7 +44,7 @@ from makini_source.exceptions import (
 )
 from makini_source.memory import release_unused_memory
 from makini_source.readahead import DONE, ReadAhead, ReadAheadGroup, interleave
-from makini_source.records import PageBatcher, PageTables, RecordConverter
+from makini_source.records import PageBatcher, PageTables, RecordConverter, SupersededChildren
 from makini_source.settings import (
     BATCH_ROWS,
     CONNECTION_COLUMN,
@@ -85,13 +85,21 @@ class Connection:
         self.client = client
         self.failure: MakiniAPIError | None = None
         self.rows: dict[str, int] = {}
+        self.notes: list[str] = []
         self._status: SyncStatus | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # sync_status() notes while it holds the lock
 
     def count_rows(self, table: str, rows: int) -> None:
         """Counts rows read for `table` (for progress and summaries)."""
         with self._lock:
             self.rows[table] = self.rows.get(table, 0) + rows
+
+    def note(self, text: str) -> None:
+        """Adds a line for the run summary (once, however many entities report it)."""
+        with self._lock:
+            if text not in self.notes:
+                self.notes.append(text)
+                logger.warning("connection %s: %s", self.name, text)
 
     def sync_status(self) -> SyncStatus:
         """The connection's sync status, read on first use.
@@ -107,6 +115,22 @@ class Connection:
                         f"connection {self.name!r} needs reauthorization (sync status)",
                         connection=self.name,
                         entity="sync-status",
+                    )
+                if status.last_sync_at is not None:
+                    try:
+                        format_timestamp(status.last_sync_at)
+                    except ConfigurationError:
+                        raise ContractViolationError(
+                            f"last_sync_at {status.last_sync_at!r} is not an RFC 3339 timestamp",
+                            connection=self.name,
+                            entity="sync-status",
+                            field="last_sync_at",
+                        ) from None
+                if status.status in ("syncing", "error"):
+                    self.note(
+                        f"sync status {status.status!r}: loaded what Makini lists now; the "
+                        f"watermark moves at most to the last complete sync point "
+                        f"({status.last_sync_at or 'none'})"
                     )
                 self._status = status
             return self._status
@@ -129,6 +153,7 @@ def makini_source(
     timeout_seconds: float = 60.0,
     on_permission_denied: str = "skip",
     max_slices: int = 2,
+    stop_at_sync_point: bool = False,
     transport: Any | None = None,
 ) -> Sequence[DltResource]:
     """Reads every configured Makini connection.
@@ -153,6 +178,9 @@ def makini_source(
         on_permission_denied: `skip` (warn and skip the entity for that connection) or `fail`.
         max_slices: A first sync (or backfill) of an entity with many records reads its
             window in up to this many time slices at once; 1 reads one listing.
+        stop_at_sync_point: Read only records changed before the connection's sync point
+            (`last_sync_at`), so every table is consistent as of one point in time; the
+            warehouse then lags the API by up to a sync. Default: read everything listed.
         transport: An httpx transport for every client (tests and proxies; not from config).
 
     Returns:
@@ -197,7 +225,13 @@ def makini_source(
         for name, token in tokens.items()
     ]
     options = _ReadOptions(
-        start_date, end_date, page_size, hard_delete, on_permission_denied, max_slices
+        start_date,
+        end_date,
+        page_size,
+        hard_delete,
+        on_permission_denied,
+        max_slices,
+        stop_at_sync_point,
     )
     return [_entity_resource(spec, open_connections, options) for spec in specs]
 
@@ -211,6 +245,7 @@ class _ReadOptions:
         hard_delete: bool,
         on_permission_denied: str,
         max_slices: int,
+        stop_at_sync_point: bool,
     ) -> None:
         self.start_date = start_date
         self.end_date = end_date
@@ -218,6 +253,7 @@ class _ReadOptions:
         self.hard_delete = hard_delete
         self.on_permission_denied = on_permission_denied
         self.max_slices = max_slices
+        self.stop_at_sync_point = stop_at_sync_point
 
 
 def _entity_resource(
@@ -309,7 +345,10 @@ def _read_connection(
         options.start_date,
         options.end_date,
         connection.sync_status().last_sync_at if options.end_date is None else None,
+        stop_at_sync_point=options.stop_at_sync_point,
     )
+    if window.note is not None:
+        connection.note(window.note)
     if window.is_empty:
         logger.info(
             "%s/%s: nothing new since %s", connection.name, spec.name, window.modified_after
@@ -336,9 +375,12 @@ def _read_connection(
     ahead[connection.name] = pages
     batch = _Batch(spec, main_hints, child_hints)
     pending = PageBatcher(converter, CONVERT_BATCH_RECORDS)
+    superseded = SupersededChildren(connection.name) if spec.child_table else None
 
     def collect(converted: list[PageTables]) -> int:
         for tables in converted:
+            if superseded is not None:
+                superseded.observe(tables)
             if tables.main is not None:
                 connection.count_rows(spec.table, tables.main.num_rows)
             if tables.children is not None:
@@ -354,13 +396,19 @@ def _read_connection(
                 yield batch.flush()
             elif not pages.ready():
                 yield []  # the next page is not here yet: other connections take turns
-        if collect(pending.flush()):
+        collect(pending.flush())
+        if superseded is not None:
+            batch.add(None, superseded.markers())
+        if batch.rows:
             yield batch.flush()
     except PermissionDeniedError as exc:
         if options.on_permission_denied == "fail":
             raise
         logger.warning("skipping %s for connection %s: %s", spec.name, connection.name, exc)
-        if collect(pending.flush()):
+        collect(pending.flush())
+        if superseded is not None:
+            batch.add(None, superseded.markers())
+        if batch.rows:
             yield batch.flush()  # what was read before the 403 still loads
         return
     finally:
@@ -465,7 +513,7 @@ def _slices(
     first sync of a big entity fetch and parse several pages at a time (within the
     connection's rate limit, which every slice shares).
     """
-    if window.modified_before is None or options.max_slices < 2:
+    if (window.sync_point is None and window.modified_before is None) or options.max_slices < 2:
         return [window]
     probe = connection.client.iter_pages(spec.name, spec.path, _listing_params(window), 1)
     try:

@@ -255,6 +255,9 @@ def print_run_summary(source: Any, elapsed: float) -> None:
             f"{connection.name:<14} {stats.requests:>9,} {stats.retries:>8} {stats.rate_limited:>6} "
             f"{stats.throttle_seconds:>9.1f}s  {failure}"
         )
+    for connection in connections:
+        for note in connection.notes:
+            print(f"note: {connection.name}: {note}")
 
 
 def print_destination_counts(pipeline: dlt.Pipeline) -> None:

@@ -438,6 +438,105 @@ class RecordConverter:
         return name
 
 
+class SupersededChildren:
+    """Finds child rows that a newer version of their parent replaced within one run.
+
+    A record that changes while a run lists it is read twice: its old version, then (further
+    on, or in a later time slice) its new one. The parent's merge keeps the newest version
+    (`dedup_sort` on `updated_at`), and each loaded parent replaces all its children, but the
+    children are deduplicated one by one: a line that only the old version had would survive
+    in the load. For every such line this emits a marker row (never inserted) carrying the
+    newest parent version, so that deduplication picks the marker and the line is dropped.
+
+    Only the key and version columns of each page are kept (~20 MB at 500,000 lines), and the
+    work at the end is one aggregation over the parents' keys.
+
+    Args:
+        connection: The connection's name, stored in `connection_id` of the markers.
+    """
+
+    def __init__(self, connection: str) -> None:
+        self._connection = connection
+        self._parents: list[tuple[pa.Array, pa.Array]] = []
+        self._children: list[tuple[pa.Array, pa.Array, pa.Array]] = []
+
+    def observe(self, tables: PageTables) -> None:
+        """Remembers the parent versions and child keys of converted tables."""
+        if tables.main is not None:
+            main = tables.main
+            self._parents.append((_column(main, "key"), _column(main, "updated_at")))
+        if tables.children is not None:
+            children = tables.children
+            self._children.append(
+                (
+                    _column(children, PARENT_KEY_COLUMN),
+                    _column(children, "key"),
+                    _column(children, PARENT_VERSION_COLUMN),
+                )
+            )
+
+    def markers(self) -> pa.Table | None:
+        """Marker rows for child rows of superseded parent versions, or None if there are none."""
+        if not self._parents or not self._children:
+            return None
+        parents = pa.table(
+            {
+                "parent": pa.concat_arrays([keys for keys, _ in self._parents]),
+                "version": pa.concat_arrays([versions for _, versions in self._parents]),
+            }
+        )
+        spans = parents.group_by("parent").aggregate([("version", "min"), ("version", "max")])
+        changed = spans.filter(pc.not_equal(spans["version_min"], spans["version_max"]))
+        if changed.num_rows == 0:
+            return None
+        children = pa.table(
+            {
+                "parent": pa.concat_arrays([p for p, _, _ in self._children]),
+                "child": pa.concat_arrays([c for _, c, _ in self._children]),
+                "version": pa.concat_arrays([v for _, _, v in self._children]),
+            }
+        )
+        of_changed = pc.and_(
+            pc.is_in(children["parent"], value_set=changed["parent"].combine_chunks()),
+            pc.not_equal(children["child"], ""),  # a parent's "no lines" marker
+        )
+        children = children.filter(of_changed).join(
+            changed.select(["parent", "version_max"]), keys="parent"
+        )
+        newest = children.filter(pc.equal(children["version"], children["version_max"]))
+        older = children.filter(pc.less(children["version"], children["version_max"]))
+        stale = older.join(
+            newest.select(["parent", "child"]), keys=["parent", "child"], join_type="left anti"
+        )
+        stale = stale.group_by(["parent", "child"]).aggregate([("version_max", "max")])
+        if stale.num_rows == 0:
+            return None
+        rows = stale.num_rows
+        schema = pa.schema(
+            [
+                pa.field(CONNECTION_COLUMN, pa.string(), nullable=False),
+                pa.field("key", pa.string(), nullable=False),
+                pa.field(PARENT_KEY_COLUMN, pa.string(), nullable=False),
+                pa.field(PARENT_VERSION_COLUMN, TIMESTAMP_TYPE),
+                pa.field(LINE_MARKER_COLUMN, pa.bool_()),
+            ]
+        )
+        return pa.Table.from_arrays(
+            [
+                pa.array([self._connection] * rows, pa.string()),
+                stale["child"].combine_chunks(),
+                stale["parent"].combine_chunks(),
+                stale["version_max_max"].combine_chunks(),
+                pa.array([True] * rows, pa.bool_()),
+            ],
+            schema=schema,
+        )
+
+
+def _column(table: pa.Table, name: str) -> pa.Array:
+    return table.column(name).combine_chunks()
+
+
 class PageBatcher:
     """Collects consecutive Arrow pages of one record type and converts them together.
 

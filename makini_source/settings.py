@@ -302,3 +302,7 @@ PARENT_KEY_COLUMN = "purchase_order_key"
 PARENT_VERSION_COLUMN = "purchase_order_updated_at"
 # Rows flagged here are never inserted: they only make the merge drop a PO's old lines.
 LINE_MARKER_COLUMN = "_makini_po_marker"
+
+# A sync point this far beyond the local clock is not stored as a watermark: clocks drift a
+# little, but a sync point in the future would make every later run read nothing.
+FUTURE_SYNC_POINT_TOLERANCE_SECONDS = 300

@@ -14,13 +14,16 @@ import os
 os.environ.setdefault("PROVIDERS__ENABLE_AIRFLOW_SECRETS", "false")
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import dlt
 import httpx
+import pendulum
 import pytest
 
 from makini_sandbox import ConnectionConfig, SandboxConfig, SandboxServer
@@ -204,21 +207,18 @@ class Loader:
             return client.make_qualified_table_name(name)
 
     def rows(self, table: str) -> dict[tuple[str, str], dict[str, Any]]:
-        """(connection_id, key) -> row; fails on duplicate keys."""
-        with (
-            self.pipeline.sql_client() as client,
-            client.execute_query(
-                f"SELECT * FROM {client.make_qualified_table_name(table)}"
-            ) as cursor,
-        ):
-            names = [d[0] for d in cursor.description]
-            result: dict[tuple[str, str], dict[str, Any]] = {}
-            for values in cursor.fetchall():
-                row = dict(zip(names, values))
-                key = (row["connection_id"], row["key"])
-                assert key not in result, f"duplicate row {key} in {table}"
-                result[key] = row
-            return result
+        """(connection_id, key) -> row; fails on duplicate keys; empty if never loaded."""
+        from dlt.destinations.exceptions import DatabaseUndefinedRelation
+
+        with self.pipeline.sql_client() as client:
+            try:
+                with client.execute_query(
+                    f"SELECT * FROM {client.make_qualified_table_name(table)}"
+                ) as cursor:
+                    names = [d[0] for d in cursor.description]
+                    return _rows_by_key(table, names, cursor.fetchall())
+            except DatabaseUndefinedRelation:
+                return {}
 
     def watermarks(self, resource: str) -> dict[str, str]:
         sources = self.pipeline.state.get("sources", {})
@@ -456,6 +456,185 @@ def loader(request: pytest.FixtureRequest, sandbox: Sandbox, tmp_path: Path) -> 
             sandbox, tmp_path, dlt.destinations.postgres(credentials=server.create_database())
         )
     raise ValueError(f"unknown test destination {destination_name!r}")
+
+
+# --- The invariant: after every run, the destination equals what the API lists now ------------
+
+
+def parse_api_time(value: str | None) -> datetime | None:
+    """An API timestamp (or date-only value, midnight UTC) as an aware UTC datetime."""
+    if value is None:
+        return None
+    parsed = pendulum.parse(value if len(value) > 10 else value + "T00:00:00Z")
+    assert isinstance(parsed, datetime)
+    return parsed.astimezone(timezone.utc)
+
+
+class DestinationRows(Protocol):
+    """Anything that reads a destination table as (connection_id, key) -> row."""
+
+    def rows(self, table: str) -> dict[tuple[str, str], dict[str, Any]]: ...
+
+
+class SqlDataset:
+    """Rows of a dataset read with a DB-API connection factory (DuckDB file, PostgreSQL)."""
+
+    def __init__(self, connect: Any, dataset: str = "makini_data") -> None:
+        self._connect = connect
+        self.dataset = dataset
+
+    @classmethod
+    def duckdb(cls, path: Path | str, dataset: str = "makini_data") -> SqlDataset:
+        import duckdb
+
+        return cls(lambda: duckdb.connect(str(path), read_only=True), dataset)
+
+    @classmethod
+    def postgres(cls, dsn: str, dataset: str = "makini_data") -> SqlDataset:
+        import psycopg2
+
+        return cls(lambda: psycopg2.connect(dsn), dataset)
+
+    def rows(self, table: str) -> dict[tuple[str, str], dict[str, Any]]:
+        connection = self._connect()
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(f"SELECT * FROM {self.dataset}.{table}")
+            except Exception:  # noqa: BLE001 - a table that was never created holds no rows
+                return {}
+            names = [d[0] for d in cursor.description]
+            return _rows_by_key(table, names, cursor.fetchall())
+        finally:
+            connection.close()
+
+
+def _rows_by_key(
+    table: str, names: list[str], values: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    result: dict[tuple[str, str], dict[str, Any]] = {}
+    for row_values in values:
+        row = dict(zip(names, row_values))
+        key = (row["connection_id"], row["key"])
+        assert key not in result, f"duplicate row {key} in {table}"
+        result[key] = row
+    return result
+
+
+def assert_destination_matches_api(
+    destination: DestinationRows,
+    sandbox: Sandbox,
+    *,
+    hard_delete: bool = False,
+    entities: Iterable[str] | None = None,
+    connections: Iterable[str] | None = None,
+    aliases: dict[str, str] | None = None,
+) -> None:
+    """The invariant every integration test ends with: the destination equals the API now.
+
+    For every entity and connection, compared with the API's current listing (tombstones
+    included): no record missing, none extra, none stale (`updated_at`), deleted records
+    absent (`hard_delete`) or carrying `deleted_at`; and every PO's lines exactly the lines it
+    lists now, each read with the PO's loaded version.
+
+    Args:
+        destination: The destination's rows (a `Loader`, or `SqlDataset`).
+        sandbox: The sandbox whose API is the truth.
+        hard_delete: Whether the run removed deleted records instead of marking them.
+        entities: Entities to compare (default: all six).
+        connections: Connections to compare (default: every connection of the sandbox).
+        aliases: `connection_id` in the destination -> the sandbox connection it holds, for
+            connections loaded under another name (every other connection is compared too).
+    """
+    aliases = aliases or {}
+    names = list(connections if connections is not None else sandbox.tokens) + list(aliases)
+    sandbox_name = {name: aliases.get(name, name) for name in names}
+    problems: list[str] = []
+    for entity in entities if entities is not None else ENTITY_PATHS:
+        api = {
+            (connection, record["key"]): record
+            for connection in names
+            for record in sandbox.records(entity, sandbox_name[connection])
+        }
+        rows = {k: r for k, r in destination.rows(entity).items() if k[0] in names}
+        problems += _compare(entity, api, rows, hard_delete)
+        if entity == "purchase_orders":
+            lines = destination.rows("purchase_order_line_items")
+            lines = {k: r for k, r in lines.items() if k[0] in names}
+            problems += _compare_lines(api, rows, lines, hard_delete)
+    assert not problems, "destination differs from the API:\n  " + "\n  ".join(problems[:20])
+
+
+def _compare(
+    entity: str,
+    api: dict[tuple[str, str], dict[str, Any]],
+    rows: dict[tuple[str, str], dict[str, Any]],
+    hard_delete: bool,
+) -> list[str]:
+    problems = []
+    expected = {k: r for k, r in api.items() if not (hard_delete and r.get("deletedAt"))}
+    missing = sorted(set(expected) - set(rows))
+    extra = sorted(set(rows) - set(expected))
+    if missing:
+        problems.append(f"{entity}: {len(missing)} missing, e.g. {missing[:3]}")
+    if extra:
+        problems.append(f"{entity}: {len(extra)} extra, e.g. {extra[:3]}")
+    for key in sorted(set(expected) & set(rows)):
+        record, row = expected[key], rows[key]
+        if row["updated_at"] != parse_api_time(record["updatedAt"]):
+            problems.append(
+                f"{entity} {key}: stale, updated_at {row['updated_at']} != {record['updatedAt']}"
+            )
+        elif row["deleted_at"] != parse_api_time(record.get("deletedAt")):
+            problems.append(
+                f"{entity} {key}: deleted_at {row['deleted_at']} != {record.get('deletedAt')}"
+            )
+    return problems
+
+
+def _compare_lines(
+    pos: dict[tuple[str, str], dict[str, Any]],
+    po_rows: dict[tuple[str, str], dict[str, Any]],
+    lines: dict[tuple[str, str], dict[str, Any]],
+    hard_delete: bool,
+) -> list[str]:
+    """Lines per PO exact: keys, deleted_at, decimals, and read with the loaded PO version."""
+    want: dict[tuple[str, str], set[str]] = {}
+    problems = []
+    for (connection, po_key), po in pos.items():
+        if hard_delete and po.get("deletedAt"):
+            continue
+        keys = want.setdefault((connection, po_key), set())
+        for line in po.get("lineItems") or []:
+            deleted_at = line.get("deletedAt") or po.get("deletedAt")
+            if hard_delete and deleted_at:
+                continue
+            keys.add(line["key"])
+            row = lines.get((connection, line["key"]))
+            if row is None:
+                continue  # reported below as a missing line of its PO
+            if row["purchase_order_key"] != po_key:
+                problems.append(
+                    f"line {connection}/{line['key']}: under PO {row['purchase_order_key']}"
+                )
+            if row["deleted_at"] != parse_api_time(deleted_at):
+                problems.append(f"line {connection}/{line['key']}: deleted_at {row['deleted_at']}")
+            for field, column in (("quantity", "quantity"), ("price", "price")):
+                value = line.get(field)
+                if row[column] != (None if value is None else Decimal(str(value))):
+                    problems.append(f"line {connection}/{line['key']}: {column} {row[column]}")
+    got: dict[tuple[str, str], set[str]] = {}
+    for (connection, line_key), row in lines.items():
+        got.setdefault((connection, row["purchase_order_key"]), set()).add(line_key)
+        po_row = po_rows.get((connection, row["purchase_order_key"]))
+        if po_row is None or po_row["updated_at"] != row["purchase_order_updated_at"]:
+            problems.append(f"line {connection}/{line_key}: not of the loaded PO version")
+    for po in sorted(set(want) | set(got)):
+        if want.get(po, set()) != got.get(po, set()):
+            missing = sorted(want.get(po, set()) - got.get(po, set()))
+            extra = sorted(got.get(po, set()) - want.get(po, set()))
+            problems.append(f"lines of PO {po}: missing {missing[:3]}, extra {extra[:3]}")
+    return problems
 
 
 ALL_TABLES = (

@@ -18,8 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import dlt
-from conftest import Loader, PostgresServer, Sandbox, small_connections
-from test_source import assert_matches_api
+from conftest import (
+    Loader,
+    PostgresServer,
+    Sandbox,
+    assert_destination_matches_api,
+    small_connections,
+)
 
 from makini_sandbox import ConnectionConfig, SandboxConfig
 
@@ -169,12 +174,12 @@ def test_one_process_per_connection_into_one_shared_dataset(
     first = run_concurrently(sandbox, credentials, tmp_path, 1)
     assert sorted(first) == sorted(sandbox.tokens)
     check = reader(sandbox, credentials, tmp_path)
-    assert_matches_api(check, sandbox)
+    assert_destination_matches_api(check, sandbox)
 
     change_every_connection(sandbox)
     second = run_concurrently(sandbox, credentials, tmp_path, 2)
     assert all(len(result["loads"]) == 1 for result in second.values())
-    assert_matches_api(check, sandbox)
+    assert_destination_matches_api(check, sandbox)
     rows = check.rows("purchase_orders")
     for name in sandbox.tokens:
         changed = [

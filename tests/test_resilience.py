@@ -17,7 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ALL_TABLES, Loader, Sandbox, small_connections
+from conftest import (
+    ALL_TABLES,
+    Loader,
+    Sandbox,
+    assert_destination_matches_api,
+    small_connections,
+)
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from makini_sandbox import ConnectionConfig, SandboxConfig
@@ -136,6 +142,7 @@ def test_pacing_uses_nearly_the_full_rate_without_429s(
     assert seen["status"].get("429", 0) <= 1
     # 10 per 2 s is 5 requests per second
     assert rate_of(seen) >= 0.93 * 5.0, seen
+    assert_destination_matches_api(loader, sandbox, entities=["vendors"])
 
 
 @pytest.mark.parametrize(
@@ -271,6 +278,8 @@ def test_ten_percent_transient_failures_load_exactly_the_clean_rows(
     assert failed >= 5 and len([r for r in rules if r["fired"]]) >= 3, rules
     for table in ALL_TABLES:
         assert_same_rows(table_contents(faulty, table), table_contents(clean, table), table)
+    assert_destination_matches_api(faulty, sandbox)
+    assert_destination_matches_api(clean, sandbox)
 
 
 def test_retries_back_off_exponentially_and_stop_at_max_attempts(sandbox: Sandbox) -> None:
@@ -341,6 +350,10 @@ def test_bad_request_fails_fast_with_the_server_message(
     )
     assert REQUEST_ID.search(str(error))
     assert [e["path"] for e in transport.log].count("/api/v1/vendors") == 1  # no retry
+    # the next run, once the server answers again, loads exactly what the API lists
+    sandbox.admin.delete("/_admin/faults").raise_for_status()
+    loader.run(entities=["vendors"])
+    assert_destination_matches_api(loader, sandbox, entities=["vendors"])
 
 
 def test_failed_connections_are_listed_and_the_healthy_one_commits(
@@ -381,6 +394,9 @@ def test_failed_connections_are_listed_and_the_healthy_one_commits(
     assert "acme:" in text and "globex:" in text and "initech" not in text
     for token in sandbox.tokens.values():
         assert token not in text
+    assert_destination_matches_api(
+        loader, sandbox, entities=["vendors", "sites"], connections=["initech"]
+    )
 
 
 def test_permission_denied_skips_the_entity_with_a_warning_or_fails(
@@ -396,6 +412,8 @@ def test_permission_denied_skips_the_entity_with_a_warning_or_fails(
     assert any("sites" in m and "acme" in m and "PERMISSION_DENIED" in m for m in warnings), (
         warnings
     )
+    assert_destination_matches_api(loader, sandbox, entities=["vendors"])
+    assert_destination_matches_api(loader, sandbox, entities=["sites"], connections=["globex"])
 
     with pytest.raises(PipelineStepFailed) as caught:
         loader.run(entities=["sites"], on_permission_denied="fail")
@@ -465,6 +483,10 @@ def test_contract_violations_stop_the_run_naming_where(
         loader.run(entities=["vendors"], page_size=3)
     assert loader.watermarks("vendors") == {}
     assert loader.pipeline.list_completed_load_packages() == []
+    # once the server's answers are whole again, the next run loads exactly the API
+    sandbox.admin.delete("/_admin/faults").raise_for_status()
+    loader.run(entities=["vendors"], page_size=3)
+    assert_destination_matches_api(loader, sandbox, entities=["vendors"])
 
 
 def test_unknown_field_becomes_a_column_and_long_strings_land_intact(
@@ -484,7 +506,7 @@ def test_unknown_field_becomes_a_column_and_long_strings_land_intact(
     assert vendors[("acme", "V-LONG")]["name"] == long_name
     assert loader.rows("purchase_orders")[("acme", po["key"])]["notes"] == long_notes
     assert {row["loyalty_tier"] for row in vendors.values()} == {"gold"}
-    assert len(vendors) == len(sandbox.snapshot("vendors"))
+    assert_destination_matches_api(loader, sandbox, entities=["vendors", "purchase_orders"])
 
 
 # --- 6. transport security ------------------------------------------------------------------
@@ -551,4 +573,4 @@ def test_a_rate_limited_connection_never_slows_another_in_one_run(
     assert fast_span < slow_span / 2, (fast_span, slow_span)
     # and it runs alongside, not after: it is done while the slow one still waits
     assert stats["fast"]["last_request_ts"] < stats["slow"]["last_request_ts"] - 1.0
-    assert len(loader.rows("vendors")) == 96
+    assert_destination_matches_api(loader, sandbox, entities=["vendors"])

@@ -20,8 +20,7 @@ from typing import Any
 import dlt
 import pendulum
 import pytest
-from conftest import Loader, Sandbox, small_connections
-from test_source import assert_matches_api
+from conftest import Loader, Sandbox, SqlDataset, assert_destination_matches_api, small_connections
 
 from makini_sandbox import ConnectionConfig, SandboxConfig
 
@@ -218,23 +217,9 @@ def test_sigkill_at_every_stage_then_rerun_loads_exactly_the_api(
                 connection,
             )
     # lines included: a resumed package that stages rows twice must not duplicate them
-    assert_matches_api_subset(loader, sandbox)
-
-
-def assert_matches_api_subset(loader: Loader, sandbox: Sandbox) -> None:
-    """`assert_matches_api` for the entities this test loads."""
-    import test_source
-
-    saved = dict(test_source.ENTITY_PATHS)
-    try:
-        test_source.ENTITY_PATHS.clear()
-        test_source.ENTITY_PATHS.update(
-            {k: v for k, v in saved.items() if k in ("purchase_orders", "vendors", "sites")}
-        )
-        assert_matches_api(loader, sandbox)
-    finally:
-        test_source.ENTITY_PATHS.clear()
-        test_source.ENTITY_PATHS.update(saved)
+    assert_destination_matches_api(
+        loader, sandbox, entities=["purchase_orders", "vendors", "sites"]
+    )
 
 
 def dlt_command() -> str:
@@ -290,6 +275,12 @@ def test_failing_connections_exit_2_and_the_token_is_never_written_or_printed(
             f"SELECT DISTINCT connection_id FROM {client.make_qualified_table_name('vendors')}"
         )
     assert {row[0] for row in loaded} == {"initech"}  # the healthy connection committed
+    assert_destination_matches_api(
+        SqlDataset.duckdb(tmp_path / "crashy.duckdb"),
+        sandbox,
+        entities=["vendors", "sites"],
+        connections=["initech"],
+    )
 
     outputs = [run.stdout, run.stderr]
     for command in (["trace"],):

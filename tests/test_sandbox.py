@@ -448,10 +448,12 @@ def test_pending_records_and_sync(acme: httpx.Client, admin: SandboxAdmin) -> No
     sync1 = ts(status["last_sync_at"])
     full, _ = list_all(acme, "vendors", limit=500)
     assert max(ts(r["updatedAt"]) for r in full) < sync1
-    # a visible write advances last_sync_at past it
+    # a visible write is listed at once, newer than last_sync_at, which does not move
     rec = admin.put_record("acme", "vendors", "V-000002", {"name": "Now"})
     sync2 = ts(acme.get("/api/v1/sync-status").json()["data"]["last_sync_at"])
-    assert sync2 > ts(rec["updatedAt"]) > sync1
+    assert sync2 == sync1 and ts(rec["updatedAt"]) > sync1
+    listed = {r["key"]: r for r in list_all(acme, "vendors", limit=500)[0]}
+    assert listed["V-000002"]["name"] == "Now"
     # late-arriving: pending with an updatedAt older than records already served
     late_ts = format_timestamp(sync2 + 1)
     admin.put_record(
@@ -462,9 +464,9 @@ def test_pending_records_and_sync(acme: httpx.Client, admin: SandboxAdmin) -> No
     listed = {r["key"]: r for r in list_all(acme, "vendors", limit=500)[0]}
     assert "V-LATE" not in listed
     assert listed["V-000003"]["name"] != "Pending change"
-    # last_sync_at never passes a pending record
+    assert listed["V-000004"]["name"] == "Visible"
     sync3 = ts(acme.get("/api/v1/sync-status").json()["data"]["last_sync_at"])
-    assert sync3 <= ts(late_ts)
+    assert sync3 == sync1 <= ts(late_ts)
     got = admin.get_record("acme", "vendors", "V-000003")
     assert got["pending"]["name"] == "Pending change" and got["data"]["name"] != "Pending change"
     # the safe next modified_after is the previous last_sync_at

@@ -2,98 +2,38 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import httpx
-import pendulum
 import pytest
-from conftest import ENTITY_PATHS, Loader, Sandbox, small_connections
+from conftest import (
+    ENTITY_PATHS,
+    Loader,
+    Sandbox,
+    assert_destination_matches_api,
+    parse_api_time,
+    small_connections,
+)
 
 from makini_sandbox import SandboxConfig
+from makini_source import connection_failures, makini_source, source_connections
 from makini_source.exceptions import ConfigurationError
+from makini_source.window import format_timestamp
 
 TABLES = list(ENTITY_PATHS) + ["purchase_order_line_items"]
 DECIMALS = ("quantity", "receivedQuantity", "price", "discount", "lineTaxValue", "lineTotalValue")
 
 
 def ts(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    parsed = pendulum.parse(value if len(value) > 10 else value + "T00:00:00Z")
-    assert isinstance(parsed, datetime)
-    return parsed.astimezone(timezone.utc)
-
-
-def expected_lines(
-    pos: dict[tuple[str, str], dict[str, Any]], hard_delete: bool = False
-) -> dict[tuple[str, str], dict[str, Any]]:
-    """(connection, line key) -> line (with the PO key and effective deletedAt) per the API."""
-    lines: dict[tuple[str, str], dict[str, Any]] = {}
-    for (connection, po_key), po in pos.items():
-        if hard_delete and po["deletedAt"]:
-            continue
-        for line in po["lineItems"]:
-            deleted_at = line.get("deletedAt") or po["deletedAt"]
-            if hard_delete and deleted_at:
-                continue
-            lines[(connection, line["key"])] = {
-                **line,
-                "poKey": po_key,
-                "effectiveDeletedAt": deleted_at,
-            }
-    return lines
-
-
-def assert_lines_belong_to_loaded_po_version(loader: Loader) -> None:
-    """Every line in the destination was read with the PO version that is in the destination."""
-    stale = loader.query(
-        f"""
-        SELECT li.connection_id, li.key FROM {loader.table("purchase_order_line_items")} li
-        LEFT JOIN {loader.table("purchase_orders")} po
-          ON po.connection_id = li.connection_id AND po.key = li.purchase_order_key
-        WHERE po.updated_at IS DISTINCT FROM li.purchase_order_updated_at
-        """
-    )
-    assert stale == [], f"lines of another PO version remain: {stale[:5]}"
-
-
-def assert_matches_api(loader: Loader, sandbox: Sandbox, hard_delete: bool = False) -> None:
-    """The destination holds exactly the API's records, each in its newest version."""
-    assert_lines_belong_to_loaded_po_version(loader)
-    for entity in ENTITY_PATHS:
-        api = sandbox.snapshot(entity)
-        if hard_delete:
-            api = {k: r for k, r in api.items() if not r["deletedAt"]}
-        rows = loader.rows(entity)
-        assert set(rows) == set(api), f"{entity}: keys differ"
-        for key, record in api.items():
-            row = rows[key]
-            assert row["updated_at"] == ts(record["updatedAt"]), (entity, key)
-            assert row["deleted_at"] == ts(record["deletedAt"]), (entity, key)
-        if entity == "purchase_orders":
-            for key, record in api.items():
-                assert rows[key]["total_net_value"] == (
-                    Decimal(record["totalNetValue"])
-                    if record["totalNetValue"] is not None
-                    else None
-                )
-            want = expected_lines(api, hard_delete)
-            got = loader.rows("purchase_order_line_items")
-            assert set(got) == set(want), "line items differ"
-            for key, line in want.items():
-                assert got[key]["purchase_order_key"] == line["poKey"]
-                assert got[key]["deleted_at"] == ts(line["effectiveDeletedAt"])
-                for field in ("quantity", "price"):
-                    expected = None if line.get(field) is None else Decimal(line[field])
-                    assert got[key][field] == expected
+    return parse_api_time(value)
 
 
 @pytest.mark.postgres
 def test_full_load_lands_all_seven_tables_exactly(loader: Loader, sandbox: Sandbox) -> None:
     loader.run()
-    assert_matches_api(loader, sandbox)
+    assert_destination_matches_api(loader, sandbox)
     counts = dict(
         loader.query(f"SELECT 'x', COUNT(*) FROM {loader.table('purchase_order_line_items')}")
     )
@@ -131,8 +71,9 @@ def test_first_sync_read_in_time_slices_lands_the_same_rows(
         }
 
     loader.run(page_size=7, max_slices=4, transport=Recording())
-    assert_matches_api(loader, sandbox)
-    assert len(po_listings()) == 2 * 4  # each connection's POs were read in four slices
+    assert_destination_matches_api(loader, sandbox)
+    # each connection's POs were read in four slices below the sync point and one above it
+    assert len(po_listings()) == 2 * (4 + 1)
     assert set(loader.watermarks("purchase_orders")) == {"acme", "globex"}
 
     # later runs are incremental: one listing per entity, no probe
@@ -143,7 +84,7 @@ def test_first_sync_read_in_time_slices_lands_the_same_rows(
     loader.run(page_size=7, max_slices=4, transport=Recording())
     assert not [r for r in requests if r.url.params.get("limit") == "1"]
     assert len(po_listings()) == 2
-    assert_matches_api(loader, sandbox)
+    assert_destination_matches_api(loader, sandbox)
     assert loader.rows("purchase_orders")[("acme", po["key"])]["title"] == "changed"
 
 
@@ -155,7 +96,7 @@ def test_pagination_with_short_and_empty_pages_and_ties(
         sandbox.post(f"/_admin/connections/{name}/pages", {"short_every": 2, "empty_every": 3})
     loader.sandbox = sandbox
     loader.run(page_size=5)
-    assert_matches_api(loader, sandbox)
+    assert_destination_matches_api(loader, sandbox)
     # ties really crossed page boundaries: more records share an updatedAt than fit a page
     biggest_tie = loader.query(
         f"SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM {loader.table('purchase_orders')} GROUP BY connection_id, updated_at) AS ties"
@@ -175,6 +116,7 @@ def test_colliding_keys_stay_apart_per_connection(loader: Loader, sandbox: Sandb
     assert rows[("globex", key)]["connection_id"] == "globex"
     api_acme = sandbox.snapshot("purchase_orders")[("acme", key)]
     assert rows[("acme", key)]["order_no"] == api_acme["orderNo"]
+    assert_destination_matches_api(loader, sandbox, entities=["purchase_orders"])
 
 
 def column_types(loader: Loader, table: str) -> dict[str, str]:
@@ -220,6 +162,7 @@ def test_decimals_and_timestamps_have_exact_types_and_values(
                 checked += expected is not None
             assert row["updated_at"] == ts(line["updatedAt"])
     assert checked > 50
+    assert_destination_matches_api(loader, sandbox, entities=["purchase_orders"])
 
 
 def test_custom_fields_become_columns_per_connection(loader: Loader, sandbox: Sandbox) -> None:
@@ -258,6 +201,7 @@ def test_custom_fields_become_columns_per_connection(loader: Loader, sandbox: Sa
     assert globex_costs
     for key, value in globex_costs.items():
         assert rows[("globex", key)]["custom_fields__cost_center"] == str(value)
+    assert_destination_matches_api(loader, sandbox, entities=["purchase_orders"])
 
 
 def _first_po_with_lines(sandbox: Sandbox, connection: str, at_least: int) -> dict[str, Any]:
@@ -267,26 +211,18 @@ def _first_po_with_lines(sandbox: Sandbox, connection: str, at_least: int) -> di
     raise AssertionError("no PO with enough lines")
 
 
-@pytest.mark.postgres
-def test_incremental_updates_deletes_removed_lines_and_late_arrivals(
-    loader: Loader, sandbox: Sandbox
-) -> None:
-    loader.run()
-    first_watermarks = loader.watermarks("purchase_orders")
-    assert set(first_watermarks) == {"acme", "globex"}
+def _change_a_bit_of_everything(sandbox: Sandbox) -> dict[str, Any]:
+    """Updates, line changes, deletes and a new record, visible at once (no sync).
 
+    Returns the keys involved.
+    """
     acme_pos = sandbox.records("purchase_orders", "acme", include_deleted=False)
-    changed, shrunk, emptied, deleted = (
-        acme_pos[0],
-        _first_po_with_lines(sandbox, "acme", 3),
-        acme_pos[2],
-        acme_pos[3],
-    )
-    if shrunk["key"] in (changed["key"], emptied["key"], deleted["key"]):
-        shrunk = next(p for p in acme_pos[4:] if len(p["lineItems"]) >= 3)
-    # an updated PO and line
+    shrunk = _first_po_with_lines(sandbox, "acme", 3)
+    others = [p for p in acme_pos if p["key"] != shrunk["key"]]
+    changed, emptied, deleted = others[0], others[1], others[2]
     lines = [dict(line) for line in changed["lineItems"]]
-    lines[0]["quantity"] = "4242.1250"
+    if lines:
+        lines[0]["quantity"] = "4242.1250"
     sandbox.put_record(
         "acme", "purchase-orders", changed["key"], {"title": "changed title", "lineItems": lines}
     )
@@ -295,47 +231,90 @@ def test_incremental_updates_deletes_removed_lines_and_late_arrivals(
         "acme", "purchase-orders", shrunk["key"], {"lineItems": shrunk["lineItems"][:1]}
     )
     sandbox.put_record("acme", "purchase-orders", emptied["key"], {"lineItems": []})
-    # deletions
     sandbox.delete_record("acme", "purchase-orders", deleted["key"])
     vendor = sandbox.records("vendors", "globex", include_deleted=False)[0]
     sandbox.delete_record("globex", "vendors", vendor["key"])
-    # a new record
     sandbox.put_record("globex", "vendors", "V-NEW-1", {"name": "Newco"})
-    sandbox.sync_all()
-    # a late arrival: Makini has not copied it yet, and a record changed after it is visible
-    # already (Makini's last_sync_at stays before the late record's updatedAt)
-    sandbox.put_record("acme", "vendors", "V-LATE-1", {"name": "Late Ltd"}, pending=True)
-    sandbox.put_record("acme", "vendors", "V-AFTER-LATE", {"name": "Prompt plc"})
+    work_order = sandbox.records("work_orders", "globex", include_deleted=False)[-1]
+    sandbox.put_record("globex", "work-orders", work_order["key"], {"status": "approved"})
+    return {
+        "changed": changed["key"],
+        "shrunk": shrunk["key"],
+        "emptied": emptied["key"],
+        "deleted": deleted["key"],
+        "vendor": vendor["key"],
+        "work_order": work_order["key"],
+        "line": lines[0]["key"] if lines else None,
+    }
 
+
+@pytest.mark.postgres
+def test_changes_after_last_sync_at_are_loaded_by_the_same_run(
+    loader: Loader, sandbox: Sandbox
+) -> None:
     loader.run()
-    rows = loader.rows("purchase_orders")
-    assert rows[("acme", changed["key"])]["title"] == "changed title"
-    assert rows[("acme", deleted["key"])]["deleted_at"] is not None
-    assert loader.rows("vendors")[("globex", vendor["key"])]["deleted_at"] is not None
+    assert_destination_matches_api(loader, sandbox)
+    first_watermarks = loader.watermarks("purchase_orders")
+    assert set(first_watermarks) == {"acme", "globex"}
+
+    # Makini lists these changes although its last_sync_at stays before them
+    keys = _change_a_bit_of_everything(sandbox)
+    loader.run()
+    assert_destination_matches_api(loader, sandbox)
+    pos = loader.rows("purchase_orders")
+    assert pos[("acme", keys["changed"])]["title"] == "changed title"
+    assert pos[("acme", keys["deleted"])]["deleted_at"] is not None
+    assert loader.rows("vendors")[("globex", keys["vendor"])]["deleted_at"] is not None
     assert loader.rows("vendors")[("globex", "V-NEW-1")]["name"] == "Newco"
-    assert ("acme", "V-LATE-1") not in loader.rows("vendors")
-    line_rows = loader.rows("purchase_order_line_items")
-    assert line_rows[("acme", lines[0]["key"])]["quantity"] == Decimal("4242.125")
-    assert [
-        k
-        for k, r in line_rows.items()
-        if r["purchase_order_key"] == shrunk["key"] and k[0] == "acme"
-    ] == [("acme", shrunk["lineItems"][0]["key"])]
-    assert not [
-        k
-        for k, r in line_rows.items()
-        if r["purchase_order_key"] == emptied["key"] and k[0] == "acme"
-    ]
-    assert_lines_belong_to_loaded_po_version(loader)
+    assert loader.rows("work_orders")[("globex", keys["work_order"])]["status"] == "approved"
+    if keys["line"]:
+        lines = loader.rows("purchase_order_line_items")
+        assert lines[("acme", keys["line"])]["quantity"] == Decimal("4242.125")
+    # the sync point did not move, so neither did the watermark
+    assert loader.watermarks("purchase_orders") == first_watermarks
 
-    # Makini's next sync publishes the late record, older than a record already visible
-    sandbox.sync_all()
+
+def test_two_runs_without_a_sync_in_between_are_both_exact(
+    loader: Loader, sandbox: Sandbox
+) -> None:
     loader.run()
-    assert loader.rows("vendors")[("acme", "V-LATE-1")]["name"] == "Late Ltd"
-    assert_matches_api(loader, sandbox)
+    _change_a_bit_of_everything(sandbox)
+    loader.run()
+    assert_destination_matches_api(loader, sandbox)
+    vendor = sandbox.records("vendors", "acme", include_deleted=False)[3]
+    sandbox.put_record("acme", "vendors", vendor["key"], {"name": "Renamed again"})
+    sandbox.delete_record("acme", "sites", sandbox.records("sites", "acme")[0]["key"])
+    loader.run()
+    assert_destination_matches_api(loader, sandbox)
+    assert loader.rows("vendors")[("acme", vendor["key"])]["name"] == "Renamed again"
+
+
+def test_late_arrival_older_than_last_sync_at_is_caught_by_the_next_run(
+    loader: Loader, sandbox: Sandbox
+) -> None:
+    loader.run(entities=["vendors"])
+    watermark = loader.watermarks("vendors")["acme"]
+    # a prompt change, then a late one: Makini lists the prompt one now and the late one
+    # only after its next sync, with an updatedAt older than the prompt one's
+    prompt = sandbox.put_record("acme", "vendors", "V-PROMPT", {"name": "Prompt plc"})
+    late_at = format_timestamp(
+        ts(watermark) + (ts(prompt["data"]["updatedAt"]) - ts(watermark)) / 2  # type: ignore[operator]
+    )
+    sandbox.put_record(
+        "acme", "vendors", "V-LATE", {"name": "Late Ltd", "updatedAt": late_at}, pending=True
+    )
+    loader.run(entities=["vendors"])
+    assert ("acme", "V-PROMPT") in loader.rows("vendors")
+    assert ("acme", "V-LATE") not in loader.rows("vendors")  # not listed yet
+    assert_destination_matches_api(loader, sandbox, entities=["vendors"])
+
+    sandbox.sync_all()  # publishes the late record; last_sync_at moves past both
+    loader.run(entities=["vendors"])
+    assert loader.rows("vendors")[("acme", "V-LATE")]["name"] == "Late Ltd"
+    assert_destination_matches_api(loader, sandbox, entities=["vendors"])
     # a run with nothing new changes nothing
-    loader.run()
-    assert_matches_api(loader, sandbox)
+    loader.run(entities=["vendors"])
+    assert_destination_matches_api(loader, sandbox, entities=["vendors"])
 
 
 def test_records_sharing_the_watermark_timestamp_are_not_lost(
@@ -343,7 +322,7 @@ def test_records_sharing_the_watermark_timestamp_are_not_lost(
 ) -> None:
     loader.run(entities=["vendors"])
     watermark = loader.watermarks("vendors")["acme"]
-    # records land exactly on the previous run's upper bound, late, then get published
+    # records land exactly on the previous run's watermark, late, then get published
     for key in ("V-TIE-1", "V-TIE-2", "V-TIE-3"):
         sandbox.put_record(
             "acme", "vendors", key, {"name": key, "updatedAt": watermark}, pending=True
@@ -352,13 +331,7 @@ def test_records_sharing_the_watermark_timestamp_are_not_lost(
     loader.run(entities=["vendors"])
     rows = loader.rows("vendors")
     assert {("acme", "V-TIE-1"), ("acme", "V-TIE-2"), ("acme", "V-TIE-3")} <= set(rows)
-    assert_matches_vendors(loader, sandbox)
-
-
-def assert_matches_vendors(loader: Loader, sandbox: Sandbox) -> None:
-    api = sandbox.snapshot("vendors")
-    rows = loader.rows("vendors")
-    assert set(rows) == set(api)
+    assert_destination_matches_api(loader, sandbox, entities=["vendors"])
 
 
 class ChangingTransport(httpx.BaseTransport):
@@ -373,7 +346,10 @@ class ChangingTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         response = self._inner.handle_request(request)
-        if not self.changed and request.url.path.endswith("/purchase-orders"):
+        first_page = request.url.path.endswith("/purchase-orders") and (
+            request.url.params.get("limit") != "1"  # not a first sync's probe
+        )
+        if not self.changed and first_page:
             self.changed = True
             self._sandbox.put_record(
                 "acme",
@@ -387,27 +363,83 @@ class ChangingTransport(httpx.BaseTransport):
         self._inner.close()
 
 
-def test_record_changed_during_a_listing_ends_up_newest_with_its_lines(
+def test_record_changed_during_a_listing_ends_up_newest_with_its_lines_in_that_run(
     loader: Loader, sandbox: Sandbox
 ) -> None:
-    victim = _first_po_with_lines(sandbox, "acme", 3)
+    # a PO on the first page, changed right after that page is served: the listing reads its
+    # old version (all its lines) and, at the end, its new one (one line left)
+    first_page = sandbox.records("purchase_orders", "acme")[:5]
+    victim = next(po for po in first_page if len(po["lineItems"]) >= 2)
     transport = ChangingTransport(sandbox, victim["key"], victim["lineItems"][:1])
     loader.run(entities=["purchase_orders"], page_size=5, transport=transport)
     assert transport.changed
-    # after the run that saw the change: one consistent version of the PO and its lines
-    assert_lines_belong_to_loaded_po_version(loader)
-    sandbox.sync_all()
-    loader.run(entities=["purchase_orders"])
     rows = loader.rows("purchase_orders")
     assert rows[("acme", victim["key"])]["title"] == "mid-listing"
-    assert_matches_api_pos(loader, sandbox)
+    assert_destination_matches_api(loader, sandbox, entities=["purchase_orders"])
 
 
-def assert_matches_api_pos(loader: Loader, sandbox: Sandbox) -> None:
-    assert_lines_belong_to_loaded_po_version(loader)
-    api = sandbox.snapshot("purchase_orders")
-    assert set(loader.rows("purchase_orders")) == set(api)
-    assert set(loader.rows("purchase_order_line_items")) == set(expected_lines(api))
+def test_sync_states_load_what_is_listed_and_guard_the_watermark(
+    loader: Loader, sandbox: Sandbox
+) -> None:
+    loader.run(entities=["vendors"])
+    stored = loader.watermarks("vendors")
+    # a sync under way: what is listed loads, the watermark stays at the last complete point
+    sandbox.sync("acme", status="syncing", publish=False)
+    sandbox.put_record("acme", "vendors", "V-SYNCING", {"name": "During a sync"})
+    # a sync point older than the stored watermark never moves it back
+    sandbox.sync("globex", last_sync_at="2020-01-01T00:00:00Z", publish=False)
+    source = makini_source(
+        base_url=sandbox.url, connections=dict(sandbox.tokens), entities=["vendors"]
+    )
+    loader.pipeline.run(source, loader_file_format="parquet")
+    assert ("acme", "V-SYNCING") in loader.rows("vendors")
+    assert loader.watermarks("vendors") == stored
+    notes = {c.name: c.notes for c in source_connections(source)}
+    assert any("syncing" in note for note in notes["acme"])
+    assert any("older than the watermark" in note for note in notes["globex"])
+    assert_destination_matches_api(loader, sandbox, entities=["vendors"])
+
+    # a sync point in the future is not stored (it would freeze every later run)
+    sandbox.sync("acme", status="active", last_sync_at="9999-12-31T00:00:00Z", publish=False)
+    source = makini_source(
+        base_url=sandbox.url, connections=dict(sandbox.tokens), entities=["vendors"]
+    )
+    loader.pipeline.run(source, loader_file_format="parquet")
+    assert loader.watermarks("vendors")["acme"] == stored["acme"]
+    assert any("in the future" in n for n in source_connections(source)[0].notes)
+    sandbox.put_record("acme", "vendors", "V-AFTER-FUTURE", {"name": "Still loaded"})
+    loader.run(entities=["vendors"])
+    assert ("acme", "V-AFTER-FUTURE") in loader.rows("vendors")
+    assert_destination_matches_api(loader, sandbox, entities=["vendors"])
+
+
+def test_reauthorization_required_fails_that_connection_and_the_others_load(
+    loader: Loader, sandbox: Sandbox
+) -> None:
+    sandbox.sync("acme", status="reauthorization_required", publish=False)
+    source = makini_source(
+        base_url=sandbox.url, connections=dict(sandbox.tokens), entities=["vendors", "sites"]
+    )
+    loader.pipeline.run(source, loader_file_format="parquet")
+    failures = connection_failures(source)
+    assert set(failures) == {"acme"}
+    assert "reauthorization" in str(failures["acme"])
+    assert_destination_matches_api(
+        loader, sandbox, entities=["vendors", "sites"], connections=["globex"]
+    )
+    assert not [k for k in loader.rows("vendors") if k[0] == "acme"]
+
+
+def test_stop_at_sync_point_keeps_the_warehouse_as_of_the_last_sync(
+    loader: Loader, sandbox: Sandbox
+) -> None:
+    loader.run(entities=["vendors"], stop_at_sync_point=True)
+    sandbox.put_record("acme", "vendors", "V-AFTER-SYNC", {"name": "Not yet"})
+    loader.run(entities=["vendors"], stop_at_sync_point=True)
+    assert ("acme", "V-AFTER-SYNC") not in loader.rows("vendors")
+    sandbox.sync_all()
+    loader.run(entities=["vendors"], stop_at_sync_point=True)
+    assert_destination_matches_api(loader, sandbox, entities=["vendors"])
 
 
 @pytest.mark.postgres
@@ -424,7 +456,7 @@ def test_hard_delete_removes_deleted_records_and_their_lines(
     assert not [
         k for k, r in lines.items() if k[0] == "acme" and r["purchase_order_key"] == po["key"]
     ]
-    assert_matches_api(loader, sandbox, hard_delete=True)
+    assert_destination_matches_api(loader, sandbox, hard_delete=True)
 
 
 def test_backfill_with_end_date_loads_a_window_and_leaves_state_alone(
@@ -441,6 +473,7 @@ def test_backfill_with_end_date_loads_a_window_and_leaves_state_alone(
     assert loader.watermarks("vendors") == {}
     loader.run(entities=["vendors"])
     assert set(loader.rows("vendors")) == set(api)
+    assert_destination_matches_api(loader, sandbox, entities=["vendors"])
 
 
 def test_configuration_from_environment_and_single_token(
@@ -464,6 +497,9 @@ def test_configuration_from_environment_and_single_token(
         r[0] for r in loader.query(f"SELECT DISTINCT connection_id FROM {loader.table('sites')}")
     }
     assert connections == {"default", "acme"}
+    assert_destination_matches_api(
+        loader, sandbox, entities=["sites"], connections=["acme"], aliases={"default": "globex"}
+    )
 
 
 def test_bad_configuration_fails_before_any_request(sandbox: Sandbox) -> None:

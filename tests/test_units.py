@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from decimal import Decimal
 
 import pyarrow as pa
@@ -13,24 +14,37 @@ from makini_source.paginator import CursorPaginator
 from makini_source.ratelimit import RateLimiter
 from makini_source.records import RecordConverter
 from makini_source.settings import ENTITIES
-from makini_source.window import Window, format_timestamp, plan_window, split_window
+from makini_source.window import (
+    Window,
+    format_timestamp,
+    next_watermark,
+    plan_window,
+    split_window,
+)
+
+NOW = datetime(2024, 6, 3, tzinfo=timezone.utc)
 
 
-def test_first_run_reads_up_to_last_sync_at_and_stores_it() -> None:
-    window = plan_window(None, "2024-01-01", None, "2024-06-01T10:15:00Z")
+def test_first_run_reads_everything_listed_and_stores_the_sync_point() -> None:
+    window = plan_window(None, "2024-01-01", None, "2024-06-01T10:15:00Z", now=NOW)
     assert window.modified_after == "2024-01-01T00:00:00.000000Z"
-    assert window.modified_before == "2024-06-01T10:15:00.000000Z"
+    assert window.modified_before is None
     assert window.next_watermark == "2024-06-01T10:15:00.000000Z"
+    assert window.note is None
 
 
 def test_next_run_starts_at_stored_watermark_not_start_date() -> None:
-    window = plan_window("2024-06-01T10:15:00.000000Z", "2024-01-01", None, "2024-06-02T00:00:00Z")
+    window = plan_window(
+        "2024-06-01T10:15:00.000000Z", "2024-01-01", None, "2024-06-02T00:00:00Z", now=NOW
+    )
     assert window.modified_after == "2024-06-01T10:15:00.000000Z"
-    assert not window.is_empty
+    assert window.modified_before is None
+    assert window.next_watermark == "2024-06-02T00:00:00.000000Z"
 
 
 def test_unknown_last_sync_at_reads_everything_and_keeps_state() -> None:
-    window = plan_window("2024-06-01T00:00:00.000000Z", None, None, None)
+    window = plan_window("2024-06-01T00:00:00.000000Z", None, None, None, now=NOW)
+    assert window.modified_after == "2024-06-01T00:00:00.000000Z"
     assert window.modified_before is None
     assert window.next_watermark is None
 
@@ -46,8 +60,47 @@ def test_backfill_ignores_state_and_does_not_move_it() -> None:
     assert window.next_watermark is None
 
 
-def test_window_without_new_sync_is_empty() -> None:
-    assert plan_window("2024-06-01T10:15:00.000000Z", None, None, "2024-06-01T10:15:00Z").is_empty
+def test_a_run_without_a_new_sync_still_reads_everything_listed_since_the_watermark() -> None:
+    window = plan_window("2024-06-01T10:15:00.000000Z", None, None, "2024-06-01T10:15:00Z", now=NOW)
+    assert not window.is_empty
+    assert (window.modified_after, window.modified_before) == ("2024-06-01T10:15:00.000000Z", None)
+    assert window.next_watermark == "2024-06-01T10:15:00.000000Z"
+
+
+def test_the_watermark_never_moves_back() -> None:
+    window = plan_window("2024-06-01T10:15:00.000000Z", None, None, "2024-05-01T00:00:00Z", now=NOW)
+    assert window.modified_after == "2024-06-01T10:15:00.000000Z"
+    assert window.next_watermark is None
+    assert window.note is not None and "older than the watermark" in window.note
+
+
+def test_a_sync_point_in_the_future_is_not_stored() -> None:
+    window = plan_window("2024-06-01T10:15:00.000000Z", None, None, "9999-12-31T00:00:00Z", now=NOW)
+    assert window.next_watermark is None
+    assert window.note is not None and "in the future" in window.note
+    # a few minutes of clock skew are tolerated
+    skewed = next_watermark(None, "2024-06-03T00:04:00Z", now=NOW)
+    assert skewed.value == "2024-06-03T00:04:00.000000Z"
+
+
+def test_stop_at_sync_point_reads_up_to_it_only() -> None:
+    window = plan_window(
+        "2024-06-01T00:00:00.000000Z",
+        None,
+        None,
+        "2024-06-02T00:00:00Z",
+        stop_at_sync_point=True,
+        now=NOW,
+    )
+    assert window.modified_before == "2024-06-02T00:00:00.000000Z"
+    assert plan_window(
+        "2024-06-02T00:00:00.000000Z",
+        None,
+        None,
+        "2024-06-02T00:00:00Z",
+        stop_at_sync_point=True,
+        now=NOW,
+    ).is_empty
 
 
 def test_timestamps_normalise_offsets_to_utc() -> None:
@@ -167,22 +220,32 @@ def test_converter_rejects_contract_violations_by_field(override: dict, field: s
     assert "req_1" in str(raised.value) and "acme" in str(raised.value)
 
 
-def test_split_window_cuts_equal_time_slices_that_tile_the_window() -> None:
-    window = Window(None, "2024-01-05T00:00:00Z", "2024-01-05T00:00:00Z")
+def test_split_window_cuts_below_the_sync_point_and_reads_past_it_last() -> None:
+    window = Window(None, None, "2024-01-05T00:00:00Z", "2024-01-05T00:00:00Z")
     slices = split_window(window, "2024-01-01T00:00:00Z", 4)
     assert [(s.modified_after, s.modified_before) for s in slices] == [
         (None, "2024-01-02T00:00:00.000000Z"),
         ("2024-01-02T00:00:00.000000Z", "2024-01-03T00:00:00.000000Z"),
         ("2024-01-03T00:00:00.000000Z", "2024-01-04T00:00:00.000000Z"),
         ("2024-01-04T00:00:00.000000Z", "2024-01-05T00:00:00Z"),
+        ("2024-01-05T00:00:00Z", None),
     ]
     assert {s.next_watermark for s in slices} == {"2024-01-05T00:00:00Z"}
 
 
-def test_split_window_keeps_an_unbounded_or_tiny_window_whole() -> None:
+def test_split_window_of_a_backfill_tiles_its_bounds() -> None:
+    window = Window("2024-01-01T00:00:00Z", "2024-01-03T00:00:00Z", None)
+    slices = split_window(window, "2024-01-01T00:00:00Z", 2)
+    assert [(s.modified_after, s.modified_before) for s in slices] == [
+        ("2024-01-01T00:00:00Z", "2024-01-02T00:00:00.000000Z"),
+        ("2024-01-02T00:00:00.000000Z", "2024-01-03T00:00:00Z"),
+    ]
+
+
+def test_split_window_keeps_a_window_without_sync_point_or_too_short_whole() -> None:
     unbounded = Window("2024-01-01T00:00:00Z", None, None)
     assert split_window(unbounded, "2024-01-02T00:00:00Z", 4) == [unbounded]
-    tiny = Window(None, "2024-01-01T00:00:01Z", None)
+    tiny = Window(None, None, None, "2024-01-01T00:00:01Z")
     assert split_window(tiny, "2024-01-01T00:00:00Z", 4) == [tiny]
 
 
