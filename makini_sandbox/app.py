@@ -306,7 +306,7 @@ def build_app(store: Store, *, prefetch: bool = True) -> RequestIdMiddleware:
         Starlette app is its ``app`` attribute).
     """
     api = Api(store, prefetch=prefetch)
-    uni = UnifiedApi(store)
+    uni = UnifiedApi(store, prefetch=prefetch)
     admin = Admin(store)
 
     async def v1_not_found(request: Request) -> Response:

@@ -302,12 +302,49 @@ class ApiBase:
     (e.g. unknown entity, 404) -> fault rules -> permissions (403) -> the responder
     (parameters, then the page). Answers are counted in the stats.
 
+    After a page is served, the records that follow it in (``updatedAt``, ``key``) order can
+    be built in the idle time of the event loop (read-ahead, :meth:`read_ahead`), so a
+    sequential reader mostly hits the cache.
+
     Args:
         store: the state.
+        prefetch: enable read-ahead.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, prefetch: bool = True) -> None:
         self.store = store
+        self.prefetch_enabled = prefetch
+        self._prefetch_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    def read_ahead(
+        self, conn: ConnectionState, entity: str, after: tuple[int, str], flt: Filters, n: int
+    ) -> None:
+        """Build the ``n`` records after keyset position ``after`` in the background
+        (replacing the connection's previous read-ahead of ``entity``)."""
+        if not self.prefetch_enabled:
+            return
+        budget = conn.entities[entity].budget
+        if budget.used >= budget.max_bytes:
+            return
+        key = (conn.name, entity)
+        old = self._prefetch_tasks.get(key)
+        if old is not None and not old.done():
+            old.cancel()
+        self._prefetch_tasks[key] = asyncio.get_running_loop().create_task(
+            self._prefetch(conn, entity, after, flt, n)
+        )
+
+    async def _prefetch(
+        self, conn: ConnectionState, entity: str, after: tuple[int, str], flt: Filters, n: int
+    ) -> None:
+        await asyncio.sleep(0.001)  # let the current response go out first
+        left = n
+        pos: tuple[int, str] | None = after
+        while left > 0 and pos is not None:
+            step = min(16, left)
+            pos = self.store.prefetch(conn, entity, pos, flt, step)
+            left -= step
+            await asyncio.sleep(0)
 
     def _authenticate(self, request: Request) -> ConnectionState:
         header = request.headers.get("authorization")
@@ -419,14 +456,8 @@ class Api(ApiBase):
 
     Args:
         store: the state.
-        prefetch: after a page is served, build the next page's records in the idle time of
-            the event loop (read-ahead), so a sequential reader mostly hits the cache.
+        prefetch: read ahead the next page's records (see :class:`ApiBase`).
     """
-
-    def __init__(self, store: Store, prefetch: bool = True) -> None:
-        super().__init__(store)
-        self.prefetch_enabled = prefetch
-        self._prefetch_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     # -- endpoints ----------------------------------------------------------------------------
 
@@ -451,7 +482,9 @@ class Api(ApiBase):
             if delay > 0:
                 await asyncio.sleep(delay)
             response = ok_response(page_body(page, post), post, headers)
-            self._schedule_prefetch(conn, entity, page)
+            if page.rows and page.next_cursor is not None:
+                last = page.rows[-1]
+                self.read_ahead(conn, entity, (last[0], last[1]), page.filters, page.limit)
             return response
 
         return await self.guarded(
@@ -489,35 +522,6 @@ class Api(ApiBase):
             raise AssertionError("unreachable: route_check always raises")
 
         return await self.guarded(request, V1, None, respond, route_check=route_check)
-
-    # -- read-ahead ---------------------------------------------------------------------------
-
-    def _schedule_prefetch(self, conn: ConnectionState, entity: str, page: Page) -> None:
-        if not self.prefetch_enabled or not page.rows or page.next_cursor is None:
-            return
-        budget = conn.entities[entity].budget
-        if budget.used >= budget.max_bytes:
-            return
-        key = (conn.name, entity)
-        old = self._prefetch_tasks.get(key)
-        if old is not None and not old.done():
-            old.cancel()
-        after = (page.rows[-1][0], page.rows[-1][1])
-        self._prefetch_tasks[key] = asyncio.get_running_loop().create_task(
-            self._prefetch(conn, entity, after, page.filters, page.limit)
-        )
-
-    async def _prefetch(
-        self, conn: ConnectionState, entity: str, after: tuple[int, str], flt: Filters, n: int
-    ) -> None:
-        await asyncio.sleep(0.001)  # let the current response go out first
-        left = n
-        pos: tuple[int, str] | None = after
-        while left > 0 and pos is not None:
-            step = min(16, left)
-            pos = self.store.prefetch(conn, entity, pos, flt, step)
-            left -= step
-            await asyncio.sleep(0)
 
 
 def ok_response(body: bytes, post: list[FaultRule], headers: Mapping[str, str]) -> Response:

@@ -39,7 +39,7 @@ from .errors import (
 from .faults import FaultRule
 from .generator import DECIMAL_FIELDS, ENTITIES
 from .limits import UNLIMITED, RateDecision
-from .models import ConnectionState, Store
+from .models import ConnectionState, Filters, Store
 from .responses import (
     JSON,
     ApiBase,
@@ -49,7 +49,7 @@ from .responses import (
     ok_response,
     request_id_of,
 )
-from .timeutil import format_laravel, format_timestamp, parse_timestamp_exact
+from .timeutil import format_laravel, format_timestamp, parse_timestamp, parse_timestamp_exact
 from .unified_listing import QUERY_FIELDS, Condition, ListQuery, list_page, unified_visible
 
 PO = "purchase-orders"
@@ -360,10 +360,12 @@ class UnifiedApi(ApiBase):
 
     Args:
         store: the state.
+        prefetch: read ahead after pages sorted by ``updatedAt`` ascending (the order of the
+            generated data), so a reader walking that order mostly hits the cache.
     """
 
-    def __init__(self, store: Store) -> None:
-        super().__init__(store)
+    def __init__(self, store: Store, prefetch: bool = True) -> None:
+        super().__init__(store, prefetch)
         self.dialect = UnifiedDialect(store)
 
     def not_found(self, request: Request) -> Response:
@@ -417,7 +419,12 @@ class UnifiedApi(ApiBase):
                 money = conn.profile.money_as_numbers
             items = alter_records([unified_record(r, entity, money) for r in rows], post)
             body = paged_body(items, total, page, per_page, _path_url(request))
-            return ok_response(body, post, headers)
+            response = ok_response(body, post, headers)
+            if rows and sort[:1] == (("updatedAt", False),):
+                last = orjson.loads(rows[-1])
+                after = (parse_timestamp(last["updatedAt"]), last["key"])
+                self.read_ahead(conn, entity, after, Filters(include_deleted=True), per_page)
+            return response
 
         return await self.guarded(
             request,
