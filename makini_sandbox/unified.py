@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -383,12 +383,12 @@ class UnifiedApi(ApiBase):
         return family, entity
 
     @staticmethod
-    def _family_check(family: str, entity: str) -> Any:
+    def _family_check(family: str, entity: str) -> Callable[[ConnectionState], None]:
+        """The route check of a family path: the connection serves that family and entity."""
+        served = PO if entity == LINE_ITEMS else entity
+
         def check(conn: ConnectionState) -> None:
-            if (
-                conn.profile.family != family
-                or (entity if entity != LINE_ITEMS else PO) not in (FAMILY_ENTITIES[family])
-            ):
+            if conn.profile.family != family or served not in FAMILY_ENTITIES[family]:
                 raise NotFound(f"{conn.name} does not serve /api/{family}/{entity}.")
 
         return check
@@ -518,7 +518,9 @@ class UnifiedApi(ApiBase):
         if scheme.lower() != "bearer" or not self.store.accounts.account_token_valid(token.strip()):
             raise AuthenticationFailed()
 
-    async def _account_call(self, request: Request, label: str, work: Any) -> Response:
+    async def _account_call(
+        self, request: Request, label: str, work: Callable[[], Awaitable[Response]]
+    ) -> Response:
         """Account-token endpoints: auth (401 / 302), then ``work()`` -> response."""
         rid = request_id_of(request)
         stats = self.store.stats

@@ -579,7 +579,8 @@ def test_integrations_current_maps_the_sync_state(
     )
     admin.sync("acme", status="error", publish=False)
     error = get_ok(acme, "/api/integrations/current")["data"]
-    assert error["sync_status"] == "error" and error["sync_updated_at"] > syncing["sync_updated_at"]
+    assert error["sync_status"] == "error"
+    assert parse_timestamp(error["sync_updated_at"]) > parse_timestamp(syncing["sync_updated_at"])
     admin.set_token("acme", status="reauthorization_required")
     assert get_ok(acme, "/api/integrations/current")["data"]["sync_status"] == "fail"
     admin.set_profile("acme", sync_updated_at_format="laravel")
