@@ -128,11 +128,19 @@ class SandboxAdmin:
         *,
         pending: bool = False,
         deleted_at: str | None = None,
+        hard: bool = False,
     ) -> dict[str, Any]:
-        """Tombstone a record; returns the tombstone."""
-        params = {"pending": "true"} if pending else None
+        """Tombstone a record; returns the tombstone.
+
+        ``hard=True`` hard-deletes: the record vanishes from the unified dialect (v1 still
+        lists its tombstone with ``include_deleted``). Deleted purchase orders always vanish
+        from the unified dialect; other entities stay listed there with ``deletedAt`` set.
+        """
+        params = {"pending": "true"} if pending else {}
+        if hard:
+            params["hard"] = "true"
         body = {"deletedAt": deleted_at} if deleted_at else None
-        return self._call("DELETE", self._rec_path(connection, entity, key), body, params)
+        return self._call("DELETE", self._rec_path(connection, entity, key), body, params or None)
 
     def bulk(
         self,
@@ -145,9 +153,13 @@ class SandboxAdmin:
         delete: bool = False,
         pending: bool = False,
         updated_at: str | None = None,
+        hard: bool = False,
     ) -> dict[str, Any]:
-        """Change many records at one shared ``updatedAt``; returns ``{"changed", "keys", "updatedAt"}``."""
-        body: dict[str, Any] = {"delete": delete, "pending": pending}
+        """Change many records at one shared ``updatedAt``; returns ``{"changed", "keys", "updatedAt"}``.
+
+        ``delete=True, hard=True`` hard-deletes them (see :meth:`delete_record`).
+        """
+        body: dict[str, Any] = {"delete": delete, "pending": pending, "hard": hard}
         if keys is not None:
             body["keys"] = keys
         if count is not None:
@@ -169,9 +181,15 @@ class SandboxAdmin:
         initial_sync_completed: bool | None = None,
         last_sync_status: str | None = None,
         publish: bool = True,
+        full_sync: bool = False,
     ) -> dict[str, Any]:
-        """Publish pending records and set the sync state; returns the sync status."""
-        body: dict[str, Any] = {"publish": publish}
+        """Publish pending records and set the sync state; returns the sync status.
+
+        A status change is timestamped (the unified ``sync_updated_at`` of ``inprogress``,
+        ``error`` and ``fail``); ``full_sync=True`` makes the unified ``sync_status``
+        ``fulldone`` instead of ``done`` until the next call.
+        """
+        body: dict[str, Any] = {"publish": publish, "full_sync": full_sync}
         for name, value in (
             ("last_sync_at", last_sync_at),
             ("status", status),
@@ -197,6 +215,59 @@ class SandboxAdmin:
             if v is not None
         }
         return self._call("POST", f"/_admin/connections/{quote(connection, safe='')}/token", body)
+
+    def set_profile(
+        self,
+        connection: str,
+        *,
+        family: str | None = None,
+        connection_status: str | None = None,
+        tags: list[str] | None = None,
+        display_name: str | None = None,
+        email: str | None = None,
+        key: str | None = None,
+        money_as_numbers: bool | None = None,
+        sync_updated_at_format: str | None = None,
+    ) -> dict[str, Any]:
+        """Change how a connection appears to the account API and the unified dialect.
+
+        Args:
+            connection: connection name.
+            family: ``"erp"`` or ``"eam"``.
+            connection_status: ``"active"``, ``"inactive"`` or ``"reauthorization_required"``.
+            tags: tags listed by ``GET /api/system/connections``.
+            display_name: the connection's ``name`` there (and ``company_name``).
+            email: contact e-mail.
+            key: the connection's key in the account API.
+            money_as_numbers: send money and quantities as JSON numbers in the unified dialect.
+            sync_updated_at_format: ``"iso"`` or ``"laravel"``.
+
+        Returns:
+            The profile.
+        """
+        body = {
+            name: value
+            for name, value in (
+                ("family", family),
+                ("connection_status", connection_status),
+                ("tags", tags),
+                ("display_name", display_name),
+                ("email", email),
+                ("key", key),
+                ("money_as_numbers", money_as_numbers),
+                ("sync_updated_at_format", sync_updated_at_format),
+            )
+            if value is not None
+        }
+        return self._call("POST", f"/_admin/connections/{quote(connection, safe='')}/profile", body)
+
+    def minted_tokens(self, connection: str) -> dict[str, int]:
+        """``{"minted": tokens minted so far, "live": unexpired ones}`` for a connection."""
+        return self._call("GET", f"/_admin/connections/{quote(connection, safe='')}/tokens")
+
+    def revoke_minted_tokens(self, connection: str) -> dict[str, int]:
+        """Revoke every token minted for a connection (their requests get 401)."""
+        return self._call("DELETE", f"/_admin/connections/{quote(connection, safe='')}/tokens")
 
     def revoke_token(self, connection: str) -> dict[str, Any]:
         """Revoke a connection's token (its requests get 401)."""

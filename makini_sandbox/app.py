@@ -1,12 +1,15 @@
-"""The Starlette application: the Makini v1 API plus the ``/_admin`` endpoints.
+"""The Starlette application: the Makini v1 and unified APIs plus the ``/_admin`` endpoints.
 
-Admin endpoints take no auth and speak JSON; errors use the API's error body. See
+``SandboxConfig.dialect`` says which API dialects answer; the other one's paths get the
+served dialect's 404 (checked per request, so ``POST /_admin/reset`` can switch it). Admin
+endpoints take no auth and speak JSON; errors use the v1 error body. See
 ``makini_sandbox/README.md`` for the full list and body shapes.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -22,6 +25,9 @@ from .generator import ENTITIES
 from .models import Store
 from .responses import Api, RequestIdMiddleware, error_response, json_response, request_id_of
 from .timeutil import format_timestamp
+from .unified import UnifiedApi
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 async def _body(request: Request) -> Any:
@@ -102,14 +108,17 @@ class Admin:
         else:
             body = _obj(await _body(request))
             deleted_at = body.get("deletedAt") or request.query_params.get("deleted_at")
-            rec = store.delete_record(conn, entity, key, pending=pending, deleted_at=deleted_at)
+            hard = _flag(request, "hard") or body.get("hard") is True
+            rec = store.delete_record(
+                conn, entity, key, pending=pending, deleted_at=deleted_at, hard=hard
+            )
         return json_response({"data": rec, "pending": pending})
 
     async def bulk(self, request: Request) -> Response:
         """``POST /_admin/connections/{conn}/{entity}/_bulk``."""
         p = request.path_params
         body = _obj(await _body(request))
-        allowed = {"keys", "count", "set", "delete", "pending", "updatedAt"}
+        allowed = {"keys", "count", "set", "delete", "pending", "updatedAt", "hard"}
         unknown = set(body) - allowed
         if unknown:
             raise InvalidParameter(f"Unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}.")
@@ -127,6 +136,7 @@ class Admin:
             delete=bool(body.get("delete", False)),
             pending=bool(body.get("pending", False)),
             updated_at=body.get("updatedAt"),
+            hard=bool(body.get("hard", False)),
         )
         return json_response({"data": result})
 
@@ -140,6 +150,7 @@ class Admin:
             initial_sync_completed=body.get("initial_sync_completed"),
             last_sync_status=body.get("last_sync_status"),
             publish=bool(body.get("publish", True)),
+            full_sync=bool(body.get("full_sync", False)),
         )
         return json_response({"data": data})
 
@@ -154,11 +165,28 @@ class Admin:
         )
         return json_response({"data": data})
 
+    async def profile(self, request: Request) -> Response:
+        """``POST /_admin/connections/{conn}/profile``: account-API and unified settings
+        (body: any of ``ConnectionProfile.SETTABLE``)."""
+        body = _obj(await _body(request))
+        return json_response({"data": self.store.set_profile(request.path_params["conn"], body)})
+
+    async def tokens(self, request: Request) -> Response:
+        """``GET|DELETE /_admin/connections/{conn}/tokens``: minted connection tokens
+        (``{"minted", "live"}``); DELETE revokes every live one."""
+        store = self.store
+        conn = store.connection(request.path_params["conn"])
+        revoked = store.accounts.revoke_minted(conn.name) if request.method == "DELETE" else 0
+        data: dict[str, Any] = store.accounts.minted(conn.name)
+        if request.method == "DELETE":
+            data["revoked"] = revoked
+        return json_response({"data": data})
+
     async def permissions(self, request: Request) -> Response:
         """``POST /_admin/connections/{conn}/permissions`` body ``{"denied": [...]}``."""
         body = _obj(await _body(request))
         denied = body.get("denied", [])
-        valid = set(ENTITIES) | {"sync-status"}
+        valid = set(ENTITIES) | {"sync-status", "integrations"}
         if not isinstance(denied, list) or not set(denied) <= valid:
             raise InvalidParameter(f"denied must be an array of {sorted(valid)}.")
         with self.store.lock:
@@ -254,6 +282,17 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     )
 
 
+def _serving(store: Store, dialect: str, endpoint: Endpoint, otherwise: Endpoint) -> Endpoint:
+    """``endpoint`` while ``store.config.dialect`` serves ``dialect``, else ``otherwise``."""
+
+    async def handle(request: Request) -> Response:
+        if store.config.dialect in (dialect, "both"):
+            return await endpoint(request)
+        return await otherwise(request)
+
+    return handle
+
+
 def build_app(store: Store, *, prefetch: bool = True) -> RequestIdMiddleware:
     """Build the ASGI app serving ``store``.
 
@@ -267,12 +306,35 @@ def build_app(store: Store, *, prefetch: bool = True) -> RequestIdMiddleware:
         Starlette app is its ``app`` attribute).
     """
     api = Api(store, prefetch=prefetch)
+    uni = UnifiedApi(store, prefetch=prefetch)
     admin = Admin(store)
+
+    async def v1_not_found(request: Request) -> Response:
+        return error_response(
+            NotFound(f"Unknown path {request.url.path!r}."), request_id_of(request)
+        )
+
+    async def unified_not_found(request: Request) -> Response:
+        return uni.not_found(request)
+
+    def v1(endpoint: Endpoint) -> Endpoint:
+        return _serving(store, "v1", endpoint, unified_not_found)
+
+    def unified(endpoint: Endpoint) -> Endpoint:
+        return _serving(store, "unified", endpoint, v1_not_found)
+
     c = "/_admin/connections/{conn}"
     routes = [
-        Route("/api/v1/sync-status", api.sync_status, methods=["GET"]),
-        Route("/api/v1/{entity}", api.list_records, methods=["GET"]),
-        Route("/api/v1/{rest:path}", api.unknown_api_path, methods=["GET"]),
+        Route("/api/v1/sync-status", v1(api.sync_status), methods=["GET"]),
+        Route("/api/v1/{entity}", v1(api.list_records), methods=["GET"]),
+        Route("/api/v1/{rest:path}", v1(api.unknown_api_path), methods=["GET"]),
+        Route("/link/token", unified(uni.link_token), methods=["POST"]),
+        Route("/api/integrations/current", unified(uni.integrations_current), methods=["GET"]),
+        Route("/api/system/connections", unified(uni.system_connections), methods=["GET"]),
+        Route("/api/system/connections/{key}/token", unified(uni.mint_token), methods=["POST"]),
+        Route("/api/{family}/{entity}", unified(uni.list_records), methods=["GET"]),
+        Route("/api/{family}/{entity}/{key:path}", unified(uni.get_record), methods=["GET"]),
+        Route("/api/{rest:path}", unified(unified_not_found), methods=["GET"]),
         Route("/_admin/health", admin.health, methods=["GET"]),
         Route("/_admin/reset", admin.reset, methods=["POST"]),
         Route("/_admin/config", admin.config, methods=["GET"]),
@@ -283,6 +345,8 @@ def build_app(store: Store, *, prefetch: bool = True) -> RequestIdMiddleware:
         Route(c + "/permissions", admin.permissions, methods=["POST"]),
         Route(c + "/rate-limit", admin.rate_limit, methods=["POST"]),
         Route(c + "/pages", admin.pages, methods=["POST"]),
+        Route(c + "/profile", admin.profile, methods=["POST"]),
+        Route(c + "/tokens", admin.tokens, methods=["GET", "DELETE"]),
         Route(c + "/{entity}/_bulk", admin.bulk, methods=["POST"]),
         Route(c + "/{entity}/{key:path}", admin.record, methods=["GET", "PUT", "DELETE"]),
         Route("/_admin/faults", admin.faults, methods=["GET", "POST", "DELETE"]),

@@ -13,7 +13,13 @@ import sys
 import time
 from types import FrameType
 
-from .config import ConnectionConfig, SandboxConfig, default_connections
+from .config import (
+    DIALECTS,
+    EXPIRES_IN_FORMATS,
+    ConnectionConfig,
+    SandboxConfig,
+    default_connections,
+)
 from .server import SandboxServer
 
 
@@ -38,6 +44,11 @@ def build_config(args: argparse.Namespace) -> SandboxConfig:
         connections=connections,
         tie_group=args.tie_group,
         page_delay_seconds=args.page_delay,
+        dialect=args.dialect,
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        connection_token_ttl_seconds=args.connection_token_ttl,
+        expires_in_format=args.expires_in_format,
     )
 
 
@@ -68,6 +79,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--prewarm", action="store_true", help="build and cache every record before serving"
     )
+    p.add_argument(
+        "--dialect",
+        choices=DIALECTS,
+        default="both",
+        help="API dialects served: v1 (/api/v1), unified (/api/{erp,eam}, account API), both",
+    )
+    p.add_argument("--client-id", default="mk_client_demo", help="account client id")
+    p.add_argument("--client-secret", default="mk_secret_demo", help="account client secret")
+    p.add_argument(
+        "--connection-token-ttl", type=float, default=300.0, help="minted token lifetime (s)"
+    )
+    p.add_argument("--expires-in-format", choices=EXPIRES_IN_FORMATS, default="seconds")
     p.add_argument("--log-level", default="warning")
     args = p.parse_args(argv)
     if args.connections < 1:
@@ -89,7 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"seed={config.seed}, purchase orders per connection={args.purchase_orders}")
     for conn in config.connections:
-        print(f"  {conn.name:<10} token={conn.token}  ({conn.system})")
+        print(
+            f"  {conn.name:<10} token={conn.token}  key={conn.key}  family={conn.family}  "
+            f"({conn.system})"
+        )
+    if config.dialect != "v1":
+        print(f"account: client_id={config.client_id} client_secret={config.client_secret}")
+    print(f"dialects: {config.dialect}")
     print(f"admin: {server.url}/_admin/connections   stop with Ctrl-C")
     sys.stdout.flush()
 

@@ -3,10 +3,55 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 CUSTOM_FIELD_TYPES = ("string", "integer", "number", "boolean")
+#: product families of the unified dialect (``/api/erp/...``, ``/api/eam/...``)
+FAMILIES = ("erp", "eam")
+#: account-level status of a connection (``GET /api/system/connections``), apart from its sync
+CONNECTION_STATUSES = ("active", "inactive", "reauthorization_required")
+#: forms of ``sync_updated_at`` in ``GET /api/integrations/current``
+SYNC_TIME_FORMATS = ("iso", "laravel")
+#: which dialects a sandbox serves
+DIALECTS = ("v1", "unified", "both")
+#: forms of ``expires_in`` in token responses (``mixed`` cycles through the other forms)
+EXPIRES_IN_FORMATS = ("seconds", "unix", "string", "mixed")
+
+# words in a system's name that make it an EAM/CMMS (the other systems are ERPs)
+_EAM_WORDS = frozenset(
+    {"maximo", "ifs", "eam", "cmms", "fiix", "upkeep", "limble", "emaint", "mp2", "hxgn"}
+)
+# provider slugs by a word of the system's name, first match wins ("Oracle NetSuite" -> netsuite)
+_PROVIDER_WORDS = (
+    ("netsuite", "netsuite"),
+    ("sap", "sap"),
+    ("maximo", "maximo"),
+    ("ifs", "ifs"),
+    ("dynamics", "dynamics365"),
+    ("odoo", "odoo"),
+    ("oracle", "oracle"),
+)
+
+
+def _words(system: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", system.lower())
+
+
+def default_family(system: str) -> str:
+    """The product family of a connected system: ``"eam"`` for Maximo/IFS/EAM/CMMS-like names,
+    else ``"erp"``."""
+    return "eam" if _EAM_WORDS.intersection(_words(system)) else "erp"
+
+
+def default_provider(system: str) -> str:
+    """The ``provider`` slug of a connected system (``"SAP S/4HANA"`` -> ``"sap"``)."""
+    words = _words(system)
+    for word, slug in _PROVIDER_WORDS:
+        if word in words:
+            return slug
+    return "".join(words) or "unknown"
 
 
 @dataclass
@@ -29,6 +74,23 @@ class ConnectionConfig:
         rate_limit: requests per window; 0 means unlimited (rate-limit headers are still sent).
         rate_window_seconds: length of the rate-limit window.
         retry_after_format: ``"seconds"`` or ``"http-date"`` for ``Retry-After`` on 429.
+        family: product family served in the unified dialect, ``"erp"`` or ``"eam"``;
+            ``None`` derives it from ``system`` (see :func:`default_family`).
+        key: the connection's key in the account API (``GET /api/system/connections``);
+            ``None``: ``f"conn_{name}"``.
+        display_name: the connection's ``name`` in the account API and ``company_name`` in
+            ``/api/integrations/current``; ``None``: ``name`` capitalized.
+        email: contact e-mail; ``None``: ``f"ops@{name}.example"``.
+        provider: provider slug of ``/api/integrations/current``; ``None`` derives it from
+            ``system``.
+        tags: tags listed by the account API.
+        connection_status: ``"active"``, ``"inactive"`` or ``"reauthorization_required"``:
+            the account-level status, apart from the sync status; only active connections
+            get minted tokens.
+        money_as_numbers: the unified dialect sends money and quantities as JSON numbers
+            (same digits as the strings, e.g. ``1234.5000``) instead of JSON strings.
+        sync_updated_at_format: ``"iso"`` (``2024-06-01T10:15:00Z``) or ``"laravel"``
+            (``2024-06-01 10:15:00``, UTC, whole seconds) for ``sync_updated_at``.
     """
 
     name: str
@@ -45,9 +107,39 @@ class ConnectionConfig:
     rate_limit: int = 0
     rate_window_seconds: float = 60.0
     retry_after_format: str = "seconds"
+    family: str | None = None
+    key: str | None = None
+    display_name: str | None = None
+    email: str | None = None
+    provider: str | None = None
+    tags: list[str] = field(default_factory=list)
+    connection_status: str = "active"
+    money_as_numbers: bool = False
+    sync_updated_at_format: str = "iso"
 
     def __post_init__(self) -> None:
         self.lines_per_po = (int(self.lines_per_po[0]), int(self.lines_per_po[1]))
+        if self.family is None:
+            self.family = default_family(self.system)
+        if self.key is None:
+            self.key = f"conn_{self.name}"
+        if self.display_name is None:
+            self.display_name = self.name[:1].upper() + self.name[1:]
+        if self.email is None:
+            self.email = f"ops@{self.name}.example"
+        if self.provider is None:
+            self.provider = default_provider(self.system)
+        self.tags = list(self.tags)
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
+        if not self.key or "/" in self.key:
+            raise ValueError(f"invalid connection key {self.key!r}")
+        if not all(isinstance(t, str) for t in self.tags):
+            raise ValueError("tags must be strings")
+        if self.connection_status not in CONNECTION_STATUSES:
+            raise ValueError(f"connection_status must be one of {CONNECTION_STATUSES}")
+        if self.sync_updated_at_format not in SYNC_TIME_FORMATS:
+            raise ValueError(f"sync_updated_at_format must be one of {SYNC_TIME_FORMATS}")
         if not self.name or "/" in self.name:
             raise ValueError(f"invalid connection name {self.name!r}")
         if not self.token:
@@ -146,6 +238,21 @@ class SandboxConfig:
         cache_mb: upper bound for the cache of serialized generated records.
         history_start: first day of generated ``createdAt`` values.
         history_end: generated ``updatedAt`` values are before this day.
+        dialect: ``"v1"``, ``"unified"`` or ``"both"``: which API dialects are served; the
+            other dialect's paths answer 404.
+        unified_key_queries: the unified dialect filters and sorts on ``key`` (besides
+            ``updatedAt``/``createdAt``); ``False`` emulates a server that only filters and
+            sorts on timestamps (``key`` gives 422).
+        client_id: account client id for ``POST /link/token``.
+        client_secret: account client secret for ``POST /link/token``.
+        account_token_ttl_seconds: lifetime of account tokens (store clock).
+        connection_token_ttl_seconds: lifetime of minted connection tokens (store clock).
+        expires_in_format: form of ``expires_in`` in token responses: ``"seconds"`` (a number
+            of seconds), ``"unix"`` (a Unix time, store clock), ``"string"`` (seconds as a
+            JSON string) or ``"mixed"`` (cycles seconds, unix, seconds as string, unix as
+            string, one step per token issued).
+        login_url: where the unified dialect redirects (302) a request with a bad token that
+            does not accept JSON (Laravel's default); on another host on purpose.
     """
 
     seed: int = 42
@@ -157,11 +264,30 @@ class SandboxConfig:
     cache_mb: int = 2048
     history_start: str = "2023-01-01"
     history_end: str = "2025-06-01"
+    dialect: str = "both"
+    unified_key_queries: bool = True
+    client_id: str = "mk_client_demo"
+    client_secret: str = "mk_secret_demo"
+    account_token_ttl_seconds: float = 3600.0
+    connection_token_ttl_seconds: float = 300.0
+    expires_in_format: str = "seconds"
+    login_url: str = "https://login.makini.example/login"
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.connections]
         if len(set(names)) != len(names):
             raise ValueError("connection names must be unique")
+        keys = [c.key for c in self.connections]
+        if len(set(keys)) != len(keys):
+            raise ValueError("connection keys must be unique")
+        if self.dialect not in DIALECTS:
+            raise ValueError(f"dialect must be one of {DIALECTS}, got {self.dialect!r}")
+        if self.expires_in_format not in EXPIRES_IN_FORMATS:
+            raise ValueError(f"expires_in_format must be one of {EXPIRES_IN_FORMATS}")
+        if self.account_token_ttl_seconds <= 0 or self.connection_token_ttl_seconds <= 0:
+            raise ValueError("token lifetimes must be > 0")
+        if not self.client_id or not self.client_secret:
+            raise ValueError("client_id and client_secret must be non-empty")
         tokens = [c.token for c in self.connections]
         if len(set(tokens)) != len(tokens):
             raise ValueError("connection tokens must be unique")

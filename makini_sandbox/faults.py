@@ -7,8 +7,9 @@ A rule is a JSON object::
 
 Matching fields, all optional:
 
-* ``connection``: connection name; ``entity``: entity path (``purchase-orders``...) or
-  ``sync-status``. Omitted = any.
+* ``connection``: connection name; ``entity``: entity path (``purchase-orders``...; matched
+  in both dialects), ``sync-status`` (v1) or ``integrations`` (unified sync status).
+  Omitted = any.
 * ``after``: skip the first N matching requests.
 * ``times``: fire at most N times.
 * ``probability``: fire with this probability (0..1), drawn from an RNG seeded with the
@@ -16,9 +17,10 @@ Matching fields, all optional:
 
 Kinds:
 
-* ``status``: answer ``status`` (500, 502 or 503; default 503) with the contract's JSON
-  error body for that status (``INTERNAL_ERROR``, ``CONNECTED_SYSTEM_ERROR``,
-  ``SERVICE_UNAVAILABLE``); ``retry_after`` (seconds) adds a ``Retry-After`` header.
+* ``status``: answer ``status`` (500, 502 or 503; default 503) with the dialect's error
+  body for that status (v1: the contract's JSON error, ``INTERNAL_ERROR``,
+  ``CONNECTED_SYSTEM_ERROR``, ``SERVICE_UNAVAILABLE``; unified: Laravel's ``{"message": ...}``,
+  ``message`` if the rule gives one); ``retry_after`` (seconds) adds a ``Retry-After`` header.
   400/401/403/404/429 are accepted as well.
 * ``html``: 502 with a proxy's HTML error page (``text/html``).
 * ``truncate``: 200 whose body is the real page cut after ``fraction`` (default 0.5) of its

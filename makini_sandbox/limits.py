@@ -40,6 +40,18 @@ class RateDecision:
             "X-RateLimit-Reset": str(self.reset),
         }
 
+    def laravel_headers(self) -> dict[str, str]:
+        """The unified dialect's headers: ``X-RateLimit-Limit`` and ``-Remaining`` only."""
+        return {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Remaining": str(self.remaining)}
+
+    def laravel_retry_headers(self) -> dict[str, str]:
+        """What the unified dialect adds to a 429: ``Retry-After`` in seconds and
+        ``X-RateLimit-Reset`` as a Unix timestamp (Laravel), unlike v1's seconds-until."""
+        return {
+            "Retry-After": str(self.reset),
+            "X-RateLimit-Reset": str(int(time.time()) + self.reset),
+        }
+
 
 class RateLimiter:
     """Fixed-window request limiter of one connection.
@@ -122,33 +134,56 @@ class RateLimiter:
 
 
 class RequestStats:
-    """Request counters per connection (``"_unauthenticated"`` for requests without one)."""
+    """Request counters per connection (``"_unauthenticated"`` for requests without one,
+    ``"_account"`` for requests made with an account token) and connection-token mints."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._per: dict[str, dict[str, Any]] = {}
+        self._mints: dict[str, int] = {}
 
-    def record(self, connection: str | None, entity: str | None, status: int | str) -> None:
+    def record(
+        self,
+        connection: str | None,
+        entity: str | None,
+        status: int | str,
+        dialect: str = "v1",
+    ) -> None:
         """Count one API request.
 
         Args:
             connection: connection name, ``None`` when not authenticated.
-            entity: entity path or ``"sync-status"``; ``None`` for other paths.
+            entity: entity path, ``"sync-status"`` or ``"integrations"``; ``None`` for other
+                paths.
             status: HTTP status, or a fault name such as ``"reset"``.
+            dialect: ``"v1"``, ``"unified"`` or ``"account"``.
         """
         now = time.time()
         name = connection or "_unauthenticated"
         with self._lock:
             s = self._per.get(name)
             if s is None:
-                s = {"requests": 0, "status": {}, "entities": {}, "first": now, "last": now}
+                s = {
+                    "requests": 0,
+                    "status": {},
+                    "entities": {},
+                    "dialects": {},
+                    "first": now,
+                    "last": now,
+                }
                 self._per[name] = s
             s["requests"] += 1
             key = str(status)
             s["status"][key] = s["status"].get(key, 0) + 1
             if entity is not None:
                 s["entities"][entity] = s["entities"].get(entity, 0) + 1
+            s["dialects"][dialect] = s["dialects"].get(dialect, 0) + 1
             s["last"] = now
+
+    def record_mint(self, connection: str) -> None:
+        """Count one connection token minted for ``connection``."""
+        with self._lock:
+            self._mints[connection] = self._mints.get(connection, 0) + 1
 
     def snapshot(self) -> dict[str, Any]:
         """Counters per connection plus totals, with first/last request times and rate."""
@@ -159,6 +194,7 @@ class RequestStats:
                 "requests": s["requests"],
                 "status": dict(s["status"]),
                 "entities": dict(s["entities"]),
+                "dialects": dict(s["dialects"]),
                 "first_request_at": format_timestamp(int(s["first"] * 1e6)),
                 "last_request_at": format_timestamp(int(s["last"] * 1e6)),
                 "first_request_ts": s["first"],
@@ -168,7 +204,13 @@ class RequestStats:
 
         with self._lock:
             per = {name: view(s) for name, s in self._per.items()}
-            total: dict[str, Any] = {"requests": 0, "status": {}, "entities": {}}
+            total: dict[str, Any] = {
+                "requests": 0,
+                "status": {},
+                "entities": {},
+                "dialects": {},
+                "token_mints": sum(self._mints.values()),
+            }
             firsts = [s["first"] for s in self._per.values()]
             lasts = [s["last"] for s in self._per.values()]
             for s in self._per.values():
@@ -177,6 +219,8 @@ class RequestStats:
                     total["status"][k] = total["status"].get(k, 0) + v
                 for k, v in s["entities"].items():
                     total["entities"][k] = total["entities"].get(k, 0) + v
+                for k, v in s["dialects"].items():
+                    total["dialects"][k] = total["dialects"].get(k, 0) + v
             if firsts:
                 first, last = min(firsts), max(lasts)
                 total["first_request_ts"] = first
@@ -186,4 +230,4 @@ class RequestStats:
                 total["requests_per_second"] = (
                     (total["requests"] - 1) / (last - first) if last > first else None
                 )
-            return {"connections": per, "total": total}
+            return {"connections": per, "total": total, "token_mints": dict(self._mints)}

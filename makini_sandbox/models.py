@@ -20,6 +20,7 @@ import base64
 import copy
 import hashlib
 import hmac
+import itertools
 import os
 import threading
 from bisect import bisect_left, bisect_right, insort
@@ -29,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from .accounts import Accounts, ConnectionProfile
 from .config import ConnectionConfig, SandboxConfig
 from .errors import InvalidCursor, InvalidParameter, NotFound
 from .faults import FaultEngine
@@ -139,16 +141,23 @@ class Filters:
 
 
 class Version:
-    """One version of a record written through the admin API (or materialized for it)."""
+    """One version of a record written through the admin API (or materialized for it).
 
-    __slots__ = ("_bytes", "created", "deleted", "key", "record", "updated")
+    ``hard`` marks a hard delete: v1 lists it as a tombstone like any delete, the unified
+    dialect no longer lists it at all.
+    """
 
-    def __init__(self, record: dict[str, Any], updated: int, created: int) -> None:
+    __slots__ = ("_bytes", "created", "deleted", "hard", "key", "record", "updated")
+
+    def __init__(
+        self, record: dict[str, Any], updated: int, created: int, *, hard: bool = False
+    ) -> None:
         self.key: str = record["key"]
         self.record = record
         self.updated = updated
         self.created = created
         self.deleted = record.get("deletedAt") is not None
+        self.hard = hard and self.deleted
         self._bytes: bytes | None = None
 
     @property
@@ -200,6 +209,10 @@ class EntityStore:
         self.overlay: dict[str, Version] = {}
         self.overlay_index: list[tuple[int, str]] = []
         self.pending: dict[str, Version] = {}
+        #: bumped whenever the visible records change (keys caches of derived indexes)
+        self.revision = 0
+        #: indexes other modules derive from this store (``unified_listing``), by name
+        self.derived: dict[str, Any] = {}
 
     # -- record access ------------------------------------------------------------------------
 
@@ -261,6 +274,7 @@ class EntityStore:
                     self.budget.used -= len(data)
         self.overlay[key] = version
         insort(self.overlay_index, (version.updated, key))
+        self.revision += 1
 
     # -- listing ------------------------------------------------------------------------------
 
@@ -403,6 +417,9 @@ class ConnectionState:
         limiter: the connection's rate limiter.
         entities: entity stores by path.
         custom_fields: the connection's custom field names and types.
+        profile: the connection as the account API and the unified dialect see it.
+        full_sync_done: the last admin sync was a full sync (unified ``fulldone``).
+        status_since: when ``status`` last changed (epoch µs; ``None``: since the start).
     """
 
     config: ConnectionConfig
@@ -410,6 +427,7 @@ class ConnectionState:
     limiter: RateLimiter
     entities: dict[str, EntityStore]
     custom_fields: dict[str, str]
+    profile: ConnectionProfile
     revoked: bool = False
     status: str = "active"
     initial_sync_completed: bool = True
@@ -419,6 +437,8 @@ class ConnectionState:
     short_every: int = 0
     empty_every: int = 0
     null_total_count: bool = False
+    full_sync_done: bool = False
+    status_since: int | None = None
 
     @property
     def name(self) -> str:
@@ -442,6 +462,12 @@ class ConnectionState:
             else format_timestamp(self.last_sync_at),
             "last_sync_status": self.last_sync_status,
         }
+
+    def set_status(self, status: str, now: int) -> None:
+        """Set the sync ``status``, remembering when it changed."""
+        if status != self.status:
+            self.status = status
+            self.status_since = now
 
 
 @dataclass
@@ -490,6 +516,9 @@ class Store:
         self.connections: dict[str, ConnectionState] = {}
         self.faults = FaultEngine(self.config.seed)
         self.stats = RequestStats()
+        self.accounts = Accounts(self.config, self.clock.peek)
+        #: numbers unified listing requests; seeds the order of their ties
+        self.request_counter = itertools.count()
         self.reset(self.config)
 
     # -- setup --------------------------------------------------------------------------------
@@ -529,6 +558,7 @@ class Store:
                 limiter=RateLimiter(cc.rate_limit, cc.rate_window_seconds, cc.retry_after_format),
                 entities=entities,
                 custom_fields=dict(factory.custom_fields),
+                profile=ConnectionProfile.from_config(cc, start_us),
                 last_sync_at=newest + SYNC_LAG_US,
             )
         with self.lock:
@@ -536,6 +566,8 @@ class Store:
             self.connections = connections
             self.faults = FaultEngine(config.seed)
             self.stats = RequestStats()
+            self.accounts = Accounts(config, self.clock.peek)
+            self.request_counter = itertools.count()
 
     # -- lookup -------------------------------------------------------------------------------
 
@@ -562,11 +594,28 @@ class Store:
         return es
 
     def authenticate(self, token: str) -> ConnectionState | None:
-        """The connection whose current, non-revoked token is ``token``, else ``None``."""
+        """The connection of ``token``, else ``None``.
+
+        ``token`` is either a connection's static token or an unexpired token minted for it
+        (:class:`~makini_sandbox.accounts.Accounts`); a revoked connection has no valid token.
+        """
         for conn in self.connections.values():
             if conn.token == token:
                 return None if conn.revoked else conn
-        return None
+        name = self.accounts.connection_of(token)
+        minted = None if name is None else self.connections.get(name)
+        return None if minted is None or minted.revoked else minted
+
+    def connection_by_key(self, key: str) -> ConnectionState:
+        """The connection whose account-API ``key`` is ``key``.
+
+        Raises:
+            NotFound: no such connection.
+        """
+        for conn in self.connections.values():
+            if conn.profile.key == key:
+                return conn
+        raise NotFound(f"Unknown connection key {key!r}.")
 
     @property
     def tokens(self) -> dict[str, str]:
@@ -902,10 +951,13 @@ class Store:
         pending: bool = False,
         deleted_at: str | None = None,
         now: int | None = None,
+        hard: bool = False,
     ) -> dict[str, Any]:
         """Tombstone a record: ``deletedAt = updatedAt = now`` (or ``deleted_at``).
 
-        The tombstone keeps the record's last state (a PO keeps its ``lineItems``).
+        The tombstone keeps the record's last state (a PO keeps its ``lineItems``). v1 lists
+        it with ``include_deleted``; the unified dialect lists it (``deletedAt`` set) unless it
+        is a purchase order or ``hard`` is set: those vanish from unified listings.
 
         Raises:
             NotFound: unknown connection, entity or key.
@@ -923,7 +975,7 @@ class Store:
             ts_s = format_timestamp(ts)
             record["updatedAt"] = ts_s
             record["deletedAt"] = ts_s
-            version = Version(record, ts, base.created)
+            version = Version(record, ts, base.created, hard=hard)
             self._write(conn, es, version, pending)
             return copy.deepcopy(record)
 
@@ -947,6 +999,7 @@ class Store:
         delete: bool = False,
         pending: bool = False,
         updated_at: str | None = None,
+        hard: bool = False,
     ) -> dict[str, Any]:
         """Change many records at one shared ``updatedAt`` (a bulk update in the source system).
 
@@ -960,6 +1013,7 @@ class Store:
             delete: tombstone the records instead.
             pending: keep the changes invisible until the next sync.
             updated_at: explicit shared ``updatedAt`` (default: the clock's now).
+            hard: with ``delete``, hard deletes (see :meth:`delete_record`).
 
         Returns:
             ``{"changed": n, "keys": [...], "updatedAt": ...}``.
@@ -981,7 +1035,7 @@ class Store:
             body.pop("updatedAt", None)
             for key in key_list:
                 if delete:
-                    self.delete_record(conn_name, entity, key, pending=pending, now=ts)
+                    self.delete_record(conn_name, entity, key, pending=pending, now=ts, hard=hard)
                 else:
                     self.put_record(conn_name, entity, key, body, pending=pending, now=ts)
             return {"changed": len(key_list), "keys": key_list, "updatedAt": format_timestamp(ts)}
@@ -995,6 +1049,7 @@ class Store:
         initial_sync_completed: bool | None = None,
         last_sync_status: str | None = None,
         publish: bool = True,
+        full_sync: bool = False,
     ) -> dict[str, Any]:
         """A sync: publish pending versions and set the sync state.
 
@@ -1006,6 +1061,8 @@ class Store:
             initial_sync_completed: new ``initial_sync_completed``.
             last_sync_status: new ``last_sync_status``.
             publish: publish the pending versions (default) or leave them pending.
+            full_sync: this sync was a full one (the unified ``sync_status`` says
+                ``fulldone`` instead of ``done`` until the next admin sync call).
 
         Returns:
             The sync-status ``data`` object and ``published`` (number of versions published).
@@ -1026,7 +1083,8 @@ class Store:
             elif ts is not None:
                 conn.last_sync_at = ts
             if status is not None:
-                conn.status = status
+                conn.set_status(status, self.clock.now())
+            conn.full_sync_done = bool(full_sync)
             if initial_sync_completed is not None:
                 conn.initial_sync_completed = bool(initial_sync_completed)
             if last_sync_status is not None:
@@ -1060,15 +1118,40 @@ class Store:
                 conn.token = token
             if revoked is not None:
                 conn.revoked = bool(revoked)
-                conn.status = "reauthorization_required" if revoked else "active"
+                now = self.clock.now()
+                conn.set_status("reauthorization_required" if revoked else "active", now)
             if status is not None:
-                conn.status = status
+                conn.set_status(status, self.clock.now())
             return {
                 "name": conn.name,
                 "token": conn.token,
                 "revoked": conn.revoked,
                 "status": conn.status,
             }
+
+    def set_profile(self, conn_name: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Change a connection's profile (account API and unified settings).
+
+        Args:
+            conn_name: connection name.
+            fields: any of :attr:`ConnectionProfile.SETTABLE`.
+
+        Returns:
+            The profile.
+
+        Raises:
+            NotFound: unknown connection.
+            InvalidParameter: unknown field, invalid value, or a key another connection has.
+        """
+        with self.lock:
+            conn = self.connection(conn_name)
+            key = fields.get("key")
+            if key is not None and any(
+                c.profile.key == key and c is not conn for c in self.connections.values()
+            ):
+                raise InvalidParameter("key already used by another connection.")
+            conn.profile.update(fields, self.clock.now())
+            return conn.profile.describe()
 
     def describe(self) -> list[dict[str, Any]]:
         """Admin view of every connection."""
@@ -1101,6 +1184,14 @@ class Store:
                             "empty_every": conn.empty_every,
                             "null_total_count": conn.null_total_count,
                         },
+                        "profile": conn.profile.describe(),
+                        "unified_sync": {
+                            "full_sync_done": conn.full_sync_done,
+                            "status_since": None
+                            if conn.status_since is None
+                            else format_timestamp(conn.status_since),
+                        },
+                        "minted_tokens": self.accounts.minted(conn.name),
                     }
                 )
             return out

@@ -1,8 +1,13 @@
-"""HTTP handlers of the Makini v1 API: list endpoints and sync status.
+"""HTTP plumbing shared by both dialects, and the handlers of the Makini v1 API.
 
-Per request: bearer auth (401), the connection's rate limit (429), unknown entity (404),
-fault rules, permissions (403), parameters (400), then the page. Every response carries
-``X-Request-Id`` (added by :class:`RequestIdMiddleware`) and the ``X-RateLimit-*`` headers.
+Shared: request ids (:class:`RequestIdMiddleware`), the fault responses (truncated body,
+connection reset, proxy HTML), and :class:`ApiBase`, the steps every data request goes
+through: bearer auth (401), the connection's rate limit (429), a route check (404), fault
+rules, permissions (403), then the handler (parameters, page). A :class:`Dialect` says how
+errors and rate-limit headers look; :data:`V1` is v1's (``unified.py`` has the other).
+
+v1 (:class:`Api`): list endpoints and sync status. Every response carries ``X-Request-Id``
+and the ``X-RateLimit-*`` headers.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import re
 import secrets
 import socket
 import struct
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -32,7 +37,7 @@ from .errors import (
 )
 from .faults import PRE_KINDS, FaultRule
 from .generator import MAX_LIMIT
-from .limits import UNLIMITED
+from .limits import UNLIMITED, RateDecision
 from .models import ConnectionState, Filters, Page, Store
 from .timeutil import parse_timestamp
 
@@ -43,6 +48,7 @@ _ANON_RATE_HEADERS = {
     "X-RateLimit-Remaining": str(UNLIMITED),
     "X-RateLimit-Reset": "60",
 }
+_SYNC_LABELS = frozenset({"sync-status", "integrations"})
 _PROXY_HTML = (
     b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n"
     b"<body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>\n"
@@ -222,10 +228,8 @@ def _alter_record(data: bytes, rule: FaultRule) -> bytes:
     return orjson.dumps(rec)
 
 
-def page_body(page: Page, post: list[FaultRule]) -> bytes:
-    """Serialize a page, applying the ``bad_record``/``extra_field``/``repeat_cursor`` faults."""
-    items = [row[2] for row in page.rows]
-    next_cursor = page.next_cursor
+def alter_records(items: list[bytes], post: list[FaultRule]) -> list[bytes]:
+    """Apply the ``bad_record`` and ``extra_field`` faults to a page's serialized records."""
     for rule in post:
         if rule.kind == "bad_record" and items:
             i = min(max(int(rule.params.get("index", 0)), -len(items)), len(items) - 1)
@@ -234,8 +238,15 @@ def page_body(page: Page, post: list[FaultRule]) -> bytes:
             extra = b',"' + str(rule.params.get("field", "unexpectedField")).encode() + b'":'
             extra += orjson.dumps(rule.params.get("value", "surprise")) + b"}"
             items = [b[:-1] + extra for b in items]
-        elif rule.kind == "repeat_cursor":
-            next_cursor = page.cursor
+    return items
+
+
+def page_body(page: Page, post: list[FaultRule]) -> bytes:
+    """Serialize a page, applying the ``bad_record``/``extra_field``/``repeat_cursor`` faults."""
+    items = alter_records([row[2] for row in page.rows], post)
+    next_cursor = page.next_cursor
+    if any(rule.kind == "repeat_cursor" for rule in post):
+        next_cursor = page.cursor
     return b"".join(
         (
             b'{"data":[',
@@ -249,13 +260,55 @@ def page_body(page: Page, post: list[FaultRule]) -> bytes:
     )
 
 
-class Api:
-    """The ``/api/v1`` handlers bound to a :class:`~makini_sandbox.models.Store`.
+class Dialect:
+    """How an API dialect renders errors and rate-limit headers (this base: v1's way).
+
+    Attributes:
+        name: ``"v1"`` or ``"unified"`` (as counted in the stats).
+    """
+
+    name = "v1"
+
+    def error(
+        self, exc: ApiError, request_id: str, headers: Mapping[str, str] | None = None
+    ) -> Response:
+        """The error response for ``exc``."""
+        return error_response(exc, request_id, headers)
+
+    def rate_headers(self, decision: RateDecision) -> dict[str, str]:
+        """The rate-limit headers every answer of an authenticated request carries."""
+        return decision.headers()
+
+    def retry_headers(self, decision: RateDecision) -> dict[str, str]:
+        """What a 429 adds to :meth:`rate_headers`."""
+        return {"Retry-After": decision.retry_after}
+
+    def unauthenticated(self, request: Request, exc: ApiError, request_id: str) -> Response:
+        """The answer to a request without a valid token."""
+        return self.error(exc, request_id, _ANON_RATE_HEADERS)
+
+
+V1 = Dialect()
+
+#: builds the answer of an authenticated request that passed the common steps:
+#: (connection, rate-limit headers, page-altering fault rules) -> response
+Responder = Callable[[ConnectionState, dict[str, str], list[FaultRule]], Awaitable[Response]]
+
+
+class ApiBase:
+    """The steps every data request of either dialect goes through, bound to a store.
+
+    Per request: bearer auth (401) -> the connection's rate limit (429) -> a route check
+    (e.g. unknown entity, 404) -> fault rules -> permissions (403) -> the responder
+    (parameters, then the page). Answers are counted in the stats.
+
+    After a page is served, the records that follow it in (``updatedAt``, ``key``) order can
+    be built in the idle time of the event loop (read-ahead, :meth:`read_ahead`), so a
+    sequential reader mostly hits the cache.
 
     Args:
         store: the state.
-        prefetch: after a page is served, build the next page's records in the idle time of
-            the event loop (read-ahead), so a sequential reader mostly hits the cache.
+        prefetch: enable read-ahead.
     """
 
     def __init__(self, store: Store, prefetch: bool = True) -> None:
@@ -263,7 +316,35 @@ class Api:
         self.prefetch_enabled = prefetch
         self._prefetch_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
 
-    # -- common steps -------------------------------------------------------------------------
+    def read_ahead(
+        self, conn: ConnectionState, entity: str, after: tuple[int, str], flt: Filters, n: int
+    ) -> None:
+        """Build the ``n`` records after keyset position ``after`` in the background
+        (replacing the connection's previous read-ahead of ``entity``)."""
+        if not self.prefetch_enabled:
+            return
+        budget = conn.entities[entity].budget
+        if budget.used >= budget.max_bytes:
+            return
+        key = (conn.name, entity)
+        old = self._prefetch_tasks.get(key)
+        if old is not None and not old.done():
+            old.cancel()
+        self._prefetch_tasks[key] = asyncio.get_running_loop().create_task(
+            self._prefetch(conn, entity, after, flt, n)
+        )
+
+    async def _prefetch(
+        self, conn: ConnectionState, entity: str, after: tuple[int, str], flt: Filters, n: int
+    ) -> None:
+        await asyncio.sleep(0.001)  # let the current response go out first
+        left = n
+        pos: tuple[int, str] | None = after
+        while left > 0 and pos is not None:
+            step = min(16, left)
+            pos = self.store.prefetch(conn, entity, pos, flt, step)
+            left -= step
+            await asyncio.sleep(0)
 
     def _authenticate(self, request: Request) -> ConnectionState:
         header = request.headers.get("authorization")
@@ -278,7 +359,7 @@ class Api:
         return conn
 
     async def _pre_faults(
-        self, rules: list[FaultRule], rid: str, headers: dict[str, str]
+        self, rules: list[FaultRule], rid: str, headers: dict[str, str], dialect: Dialect
     ) -> tuple[Response | None, list[FaultRule]]:
         """Apply delays and response-replacing faults; return the post-processing rules."""
         for rule in rules:
@@ -289,11 +370,13 @@ class Api:
                 continue
             if rule.kind == "status":
                 status = int(rule.params.get("status", 503))
-                exc = ERROR_BY_STATUS[status](rule.params.get("message"))
+                message = rule.params.get("message")
+                exc = ERROR_BY_STATUS[status](message)
+                exc.laravel_message = message
                 ra = rule.params.get("retry_after")
                 if ra is not None:
                     exc.headers["Retry-After"] = str(ra)
-                return error_response(exc, rid, headers), []
+                return dialect.error(exc, rid, headers), []
             if rule.kind == "html":
                 status = int(rule.params.get("status", 502))
                 return Response(
@@ -310,133 +393,138 @@ class Api:
             return ResetResponse(), []
         return None, [r for r in rules if r.kind not in PRE_KINDS and r.kind != "delay"]
 
-    # -- endpoints ----------------------------------------------------------------------------
+    async def guarded(
+        self,
+        request: Request,
+        dialect: Dialect,
+        label: str | None,
+        respond: Responder,
+        *,
+        route_check: Callable[[ConnectionState], None] | None = None,
+        is_list: bool = False,
+        has_cursor: bool = False,
+    ) -> Response:
+        """Run the common steps, then ``respond``.
 
-    async def list_records(self, request: Request) -> Response:
-        """``GET /api/v1/{entity}``."""
+        Args:
+            request: the request.
+            dialect: renders errors and headers.
+            label: entity path, ``"sync-status"`` or ``"integrations"``: matched by fault
+                rules and permissions, counted in the stats; ``None`` for other paths (no
+                faults, no permission check).
+            respond: builds the answer once every step passed.
+            route_check: raises (e.g. :class:`NotFound`) when the path does not exist for
+                this connection; runs after the rate limit, before faults.
+            is_list: a list request (page-altering faults apply).
+            has_cursor: the request carries a cursor (``repeat_cursor`` applies).
+        """
         rid = request_id_of(request)
-        entity = request.path_params["entity"]
         store = self.store
         try:
             conn = self._authenticate(request)
         except ApiError as exc:
-            store.stats.record(None, entity, exc.status)
-            return error_response(exc, rid, _ANON_RATE_HEADERS)
+            store.stats.record(None, label, exc.status, dialect.name)
+            return dialect.unauthenticated(request, exc, rid)
         decision = conn.limiter.hit()
-        headers = decision.headers()
+        headers = dialect.rate_headers(decision)
         response: Response
         try:
             if not decision.allowed:
-                raise RateLimitExceeded(headers={"Retry-After": decision.retry_after})
+                raise RateLimitExceeded(headers=dialect.retry_headers(decision))
+            if route_check is not None:
+                route_check(conn)
+            post: list[FaultRule] = []
+            if label is not None:
+                rules = store.faults.fire(conn.name, label, is_list=is_list, has_cursor=has_cursor)
+                if rules:
+                    replaced, post = await self._pre_faults(rules, rid, headers, dialect)
+                    if replaced is not None:
+                        store.stats.record(conn.name, label, _stat_of(replaced), dialect.name)
+                        return replaced
+                if label in conn.denied:
+                    what = "the sync status" if label in _SYNC_LABELS else label
+                    raise PermissionDenied(f"The connected account may not read {what}.")
+            response = await respond(conn, headers, post)
+        except ApiError as exc:
+            response = dialect.error(exc, rid, headers)
+        store.stats.record(conn.name, label, response.status_code, dialect.name)
+        return response
+
+
+class Api(ApiBase):
+    """The ``/api/v1`` handlers bound to a :class:`~makini_sandbox.models.Store`.
+
+    Args:
+        store: the state.
+        prefetch: read ahead the next page's records (see :class:`ApiBase`).
+    """
+
+    # -- endpoints ----------------------------------------------------------------------------
+
+    async def list_records(self, request: Request) -> Response:
+        """``GET /api/v1/{entity}``."""
+        entity = request.path_params["entity"]
+        query = request.query_params
+        cursor = query.get("cursor") or None
+        store = self.store
+
+        def route_check(conn: ConnectionState) -> None:
             if entity not in MAX_LIMIT:
                 raise NotFound(f"Unknown entity path '/api/v1/{entity}'.")
-            query = request.query_params
-            cursor = query.get("cursor") or None
-            rules = store.faults.fire(
-                conn.name, entity, is_list=True, has_cursor=cursor is not None
-            )
-            post: list[FaultRule] = []
-            if rules:
-                replaced, post = await self._pre_faults(rules, rid, headers)
-                if replaced is not None:
-                    store.stats.record(conn.name, entity, _stat_of(replaced))
-                    return replaced
-            if entity in conn.denied:
-                raise PermissionDenied(f"The connected account may not read {entity}.")
+
+        async def respond(
+            conn: ConnectionState, headers: dict[str, str], post: list[FaultRule]
+        ) -> Response:
             limit = parse_limit(entity, query.get("limit") or None)
             filters = None if cursor is not None else parse_filters(query)
             page = store.list_page(conn, entity, filters=filters, cursor=cursor, limit=limit)
             delay = store.config.page_delay_seconds
             if delay > 0:
                 await asyncio.sleep(delay)
-            body = page_body(page, post)
-            response = _ok_response(body, post, headers)
-            self._schedule_prefetch(conn, entity, page)
-        except ApiError as exc:
-            response = error_response(exc, rid, headers)
-        store.stats.record(conn.name, entity, response.status_code)
-        return response
+            response = ok_response(page_body(page, post), post, headers)
+            if page.rows and page.next_cursor is not None:
+                last = page.rows[-1]
+                self.read_ahead(conn, entity, (last[0], last[1]), page.filters, page.limit)
+            return response
+
+        return await self.guarded(
+            request,
+            V1,
+            entity,
+            respond,
+            route_check=route_check,
+            is_list=True,
+            has_cursor=cursor is not None,
+        )
 
     async def sync_status(self, request: Request) -> Response:
         """``GET /api/v1/sync-status``."""
-        rid = request_id_of(request)
         store = self.store
-        try:
-            conn = self._authenticate(request)
-        except ApiError as exc:
-            store.stats.record(None, "sync-status", exc.status)
-            return error_response(exc, rid, _ANON_RATE_HEADERS)
-        decision = conn.limiter.hit()
-        headers = decision.headers()
-        response: Response
-        try:
-            if not decision.allowed:
-                raise RateLimitExceeded(headers={"Retry-After": decision.retry_after})
-            rules = store.faults.fire(conn.name, "sync-status", is_list=False, has_cursor=False)
-            post: list[FaultRule] = []
-            if rules:
-                replaced, post = await self._pre_faults(rules, rid, headers)
-                if replaced is not None:
-                    store.stats.record(conn.name, "sync-status", _stat_of(replaced))
-                    return replaced
-            if "sync-status" in conn.denied:
-                raise PermissionDenied("The connected account may not read the sync status.")
+
+        async def respond(
+            conn: ConnectionState, headers: dict[str, str], post: list[FaultRule]
+        ) -> Response:
             with store.lock:
                 body = orjson.dumps({"data": conn.sync_status()})
-            response = _ok_response(body, post, headers)
-        except ApiError as exc:
-            response = error_response(exc, rid, headers)
-        store.stats.record(conn.name, "sync-status", response.status_code)
-        return response
+            return ok_response(body, post, headers)
+
+        return await self.guarded(request, V1, "sync-status", respond)
 
     async def unknown_api_path(self, request: Request) -> Response:
         """Any other ``/api/v1/...`` path: 401 without a valid token, else 404."""
-        rid = request_id_of(request)
-        try:
-            conn = self._authenticate(request)
-        except ApiError as exc:
-            self.store.stats.record(None, None, exc.status)
-            return error_response(exc, rid, _ANON_RATE_HEADERS)
-        decision = conn.limiter.hit()
-        exc2: ApiError
-        if not decision.allowed:
-            exc2 = RateLimitExceeded(headers={"Retry-After": decision.retry_after})
-        else:
-            exc2 = NotFound(f"Unknown path {request.url.path!r}.")
-        self.store.stats.record(conn.name, None, exc2.status)
-        return error_response(exc2, rid, decision.headers())
 
-    # -- read-ahead ---------------------------------------------------------------------------
+        def route_check(conn: ConnectionState) -> None:
+            raise NotFound(f"Unknown path {request.url.path!r}.")
 
-    def _schedule_prefetch(self, conn: ConnectionState, entity: str, page: Page) -> None:
-        if not self.prefetch_enabled or not page.rows or page.next_cursor is None:
-            return
-        budget = conn.entities[entity].budget
-        if budget.used >= budget.max_bytes:
-            return
-        key = (conn.name, entity)
-        old = self._prefetch_tasks.get(key)
-        if old is not None and not old.done():
-            old.cancel()
-        after = (page.rows[-1][0], page.rows[-1][1])
-        self._prefetch_tasks[key] = asyncio.get_running_loop().create_task(
-            self._prefetch(conn, entity, after, page.filters, page.limit)
-        )
+        async def respond(
+            conn: ConnectionState, headers: dict[str, str], post: list[FaultRule]
+        ) -> Response:
+            raise AssertionError("unreachable: route_check always raises")
 
-    async def _prefetch(
-        self, conn: ConnectionState, entity: str, after: tuple[int, str], flt: Filters, n: int
-    ) -> None:
-        await asyncio.sleep(0.001)  # let the current response go out first
-        left = n
-        pos: tuple[int, str] | None = after
-        while left > 0 and pos is not None:
-            step = min(16, left)
-            pos = self.store.prefetch(conn, entity, pos, flt, step)
-            left -= step
-            await asyncio.sleep(0)
+        return await self.guarded(request, V1, None, respond, route_check=route_check)
 
 
-def _ok_response(body: bytes, post: list[FaultRule], headers: Mapping[str, str]) -> Response:
+def ok_response(body: bytes, post: list[FaultRule], headers: Mapping[str, str]) -> Response:
     """The 200 answer, cut off mid-body when a `truncate` fault fired for this request."""
     truncate = next((r for r in post if r.kind == "truncate"), None)
     if truncate is not None:

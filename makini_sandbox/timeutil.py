@@ -64,6 +64,21 @@ def parse_timestamp(value: str) -> int:
     return us
 
 
+def parse_timestamp_exact(value: str) -> tuple[int, bool]:
+    """:func:`parse_timestamp`, and whether the value is exactly that many microseconds.
+
+    A fraction finer than a microsecond (``.0000005``) is rounded up and so not exact; the
+    unified filters need to know that to compare ``>`` and ``<=`` exactly.
+
+    Raises:
+        ValueError: as :func:`parse_timestamp`.
+    """
+    us = parse_timestamp(value)
+    m = _DATETIME_RE.match(value)
+    frac = (m.group(7) if m else None) or ""
+    return us, not frac[6:].strip("0")
+
+
 def format_timestamp(us: int) -> str:
     """Format epoch microseconds as RFC 3339 UTC.
 
@@ -82,6 +97,20 @@ def format_timestamp(us: int) -> str:
     if frac % 1000 == 0:
         return f"{hms}.{frac // 1000:03d}Z"
     return f"{hms}.{frac:06d}Z"
+
+
+def format_laravel(us: int) -> str:
+    """Format epoch microseconds as Laravel's default ``YYYY-MM-DD HH:MM:SS`` (UTC).
+
+    The fraction is dropped (rounded down), so the time never lies after ``us``.
+    """
+    return format_timestamp(us - us % US_PER_SECOND)[:19].replace("T", " ")
+
+
+def format_laravel_iso(us: int) -> str:
+    """Format epoch microseconds as Laravel's JSON form of a date, ``2024-06-01T10:15:00.000000Z``."""
+    secs = us - us % US_PER_SECOND
+    return f"{format_timestamp(secs)[:19]}.{us % US_PER_SECOND:06d}Z"
 
 
 def format_date(us: int) -> str:
