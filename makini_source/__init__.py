@@ -1,13 +1,16 @@
-"""The Makini dlt source: purchase orders, their lines, vendors, materials, sites, assets and
-work orders from every configured Makini connection, merged incrementally.
+"""The Makini dlt source: purchase orders, their lines, vendors, materials, sites, assets, work
+orders (and, on request, every other entity Makini publishes) from every configured Makini
+connection, in either of Makini's dialects, merged incrementally.
 
 Usage::
 
     import dlt
-    from makini_source import makini_source
+    from makini_source import makini_source, raise_on_connection_failures
 
+    source = makini_source()
     pipeline = dlt.pipeline("makini", destination="duckdb", dataset_name="makini_data")
-    pipeline.run(makini_source(), loader_file_format="parquet")
+    pipeline.run(source, loader_file_format="parquet")
+    raise_on_connection_failures(source)  # the healthy connections are loaded either way
 
 Configuration (`.dlt/config.toml` / `.dlt/secrets.toml` or environment variables)::
 
@@ -19,129 +22,55 @@ Configuration (`.dlt/config.toml` / `.dlt/secrets.toml` or environment variables
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import dlt
 import httpx
-import pyarrow as pa
 from dlt.common.typing import TSecretStrValue
 from dlt.extract import DltResource
 
-from makini_source import columnar
-from makini_source.client import MakiniClient, Page, RetryPolicy, SyncStatus
+from makini_source.catalogue import Entity, select
+from makini_source.client import MakiniClient, RetryPolicy, check_token
+from makini_source.connection import Connection
+from makini_source.dialects import DIALECTS, FAMILIES
 from makini_source.exceptions import (
     ConfigurationError,
     ConnectionsFailed,
     ContractViolationError,
     MakiniAPIError,
     MakiniError,
-    PermissionDeniedError,
     ReauthorizationRequired,
-    RetriableAPIError,
 )
-from makini_source.memory import release_unused_memory
-from makini_source.readahead import DONE, ReadAhead, ReadAheadGroup, interleave
-from makini_source.records import PageBatcher, PageTables, RecordConverter, SupersededChildren
-from makini_source.settings import (
-    BATCH_ROWS,
-    CONNECTION_COLUMN,
-    CONVERT_BATCH_RECORDS,
-    DEFAULT_BASE_URL,
-    DEFAULT_CONNECTION_NAME,
-    ENTITIES,
-    LINE_MARKER_COLUMN,
-    PARENT_KEY_COLUMN,
-    PARENT_VERSION_COLUMN,
-    SLICE_MIN_RECORDS,
-    EntitySpec,
-)
-from makini_source.window import TDateLike, Window, format_timestamp, plan_window, split_window
+from makini_source.reading import EntityRead, ReadOptions
+from makini_source.settings import DEFAULT_BASE_URL, DEFAULT_CONNECTION_NAME
+from makini_source.window import format_timestamp, to_datetime
 
 __all__ = [
-    "ENTITIES",
+    "ConfigurationError",
+    "Connection",
+    "ConnectionsFailed",
+    "ContractViolationError",
+    "MakiniAPIError",
     "MakiniClient",
+    "MakiniError",
+    "ReauthorizationRequired",
     "RetryPolicy",
     "connection_failures",
     "makini_source",
     "raise_on_connection_failures",
+    "source_connections",
 ]
-
-logger = logging.getLogger("makini_source")
-
-
-class Connection:
-    """One configured connection during one run: its client, sync status and failure.
-
-    The sync status is read once per run and shared by every entity, so all entities of a
-    connection read the same window. Once a connection fails (token revoked, retries
-    exhausted), its remaining entities are skipped and the other connections go on.
-    """
-
-    def __init__(self, name: str, client: MakiniClient) -> None:
-        self.name = name
-        self.client = client
-        self.failure: MakiniAPIError | None = None
-        self.rows: dict[str, int] = {}
-        self.notes: list[str] = []
-        self._status: SyncStatus | None = None
-        self._lock = threading.RLock()  # sync_status() notes while it holds the lock
-
-    def count_rows(self, table: str, rows: int) -> None:
-        """Counts rows read for `table` (for progress and summaries)."""
-        with self._lock:
-            self.rows[table] = self.rows.get(table, 0) + rows
-
-    def note(self, text: str) -> None:
-        """Adds a line for the run summary (once, however many entities report it)."""
-        with self._lock:
-            if text not in self.notes:
-                self.notes.append(text)
-                logger.warning("connection %s: %s", self.name, text)
-
-    def sync_status(self) -> SyncStatus:
-        """The connection's sync status, read on first use.
-
-        Raises:
-            ReauthorizationRequired: Makini says the connection must be reauthorized.
-        """
-        with self._lock:
-            if self._status is None:
-                status = self.client.sync_status()
-                if status.status == "reauthorization_required":
-                    raise ReauthorizationRequired(
-                        f"connection {self.name!r} needs reauthorization (sync status)",
-                        connection=self.name,
-                        entity="sync-status",
-                    )
-                if status.last_sync_at is not None:
-                    try:
-                        format_timestamp(status.last_sync_at)
-                    except ConfigurationError:
-                        raise ContractViolationError(
-                            f"last_sync_at {status.last_sync_at!r} is not an RFC 3339 timestamp",
-                            connection=self.name,
-                            entity="sync-status",
-                            field="last_sync_at",
-                        ) from None
-                if status.status in ("syncing", "error"):
-                    self.note(
-                        f"sync status {status.status!r}: loaded what Makini lists now; the "
-                        f"watermark moves at most to the last complete sync point "
-                        f"({status.last_sync_at or 'none'})"
-                    )
-                self._status = status
-            return self._status
 
 
 @dlt.source(name="makini", max_table_nesting=0)
 def makini_source(
     base_url: str = DEFAULT_BASE_URL,
-    connections: dict[str, TSecretStrValue] | None = dlt.secrets.value,
+    connections: dict[str, Any] | None = dlt.secrets.value,
     api_token: TSecretStrValue | None = dlt.secrets.value,
-    entities: list[str] | None = None,
+    entities: list[str] | str | None = None,
+    dialect: str = "auto",
+    family: str | None = None,
     start_date: str | None = None,
     end_date: str | None = None,
     page_size: int | None = None,
@@ -151,20 +80,30 @@ def makini_source(
     max_elapsed_seconds: float = 300.0,
     backoff_base_seconds: float = 0.5,
     timeout_seconds: float = 60.0,
+    deadline_seconds: float = 180.0,
+    max_response_bytes: int = 256 * 1024 * 1024,
+    max_wait_seconds: float = 300.0,
     on_permission_denied: str = "skip",
     max_slices: int = 2,
     stop_at_sync_point: bool = False,
+    lookback_seconds: float | None = None,
     transport: Any | None = None,
 ) -> Sequence[DltResource]:
     """Reads every configured Makini connection.
 
     Args:
         base_url: Makini API root (`sources.makini.base_url`).
-        connections: Connection name -> bearer token (`sources.makini.connections`, a secret).
-            The name lands in every row's `connection_id`.
+        connections: Connection name -> bearer token (`sources.makini.connections`, a secret),
+            or name -> `{"token": ..., "dialect": ..., "family": ...}` to set those per
+            connection. The name lands in every row's `connection_id`.
         api_token: A single token, read as connection `default` (`sources.makini.api_token`).
-        entities: Entities to load (`purchase_orders`, `vendors`, `materials`, `sites`,
-            `assets`, `work_orders`); all when None.
+        entities: What to load: entity names or paths (`purchase_orders`, `vendors`...),
+            `default` (the six: purchase orders with their lines, vendors, materials, sites,
+            assets, work orders), `all`, or a family (`erp:*`, `eam:*`). Default: `default`.
+        dialect: `auto` (ask each connection), `v1` or `unified`, for every connection that
+            does not set its own.
+        family: `erp` or `eam` for unified connections that do not set their own; None finds
+            it out (one request per connection and run).
         start_date: Lower bound of `updatedAt` for the first run (date or RFC 3339).
         end_date: Upper bound (exclusive) for a bounded backfill; the backfill reads
             `[start_date, end_date)` and leaves the incremental state alone.
@@ -174,27 +113,42 @@ def makini_source(
         max_attempts: Attempts per request for transient failures (429, 5xx, timeouts).
         max_elapsed_seconds: Time budget of one request's retries.
         backoff_base_seconds: First backoff of the exponential, jittered retry schedule.
-        timeout_seconds: Read timeout of one request.
+        timeout_seconds: Longest silence while a request waits for bytes.
+        deadline_seconds: Wall-clock limit of one request, body included.
+        max_response_bytes: Largest answer read.
+        max_wait_seconds: Longest wait a server may ask for (`Retry-After`, rate-limit hold);
+            a longer one fails the connection at once.
         on_permission_denied: `skip` (warn and skip the entity for that connection) or `fail`.
         max_slices: A first sync (or backfill) of an entity with many records reads its
             window in up to this many time slices at once; 1 reads one listing.
         stop_at_sync_point: Read only records changed before the connection's sync point
             (`last_sync_at`), so every table is consistent as of one point in time; the
             warehouse then lags the API by up to a sync. Default: read everything listed.
+        lookback_seconds: Re-read this margin before the stored watermark on every run.
+            Default: none for v1, 10 minutes for unified connections (whose sync point's
+            meaning is not verified).
         transport: An httpx transport for every client (tests and proxies; not from config).
 
     Returns:
-        One resource per selected entity; `purchase_orders` also fills
-        `purchase_order_line_items`.
+        One resource per selected entity; each also fills its child tables
+        (`purchase_orders` fills `purchase_order_line_items`).
 
     Raises:
-        ConfigurationError: No connections, an unknown entity, or bad dates.
+        ConfigurationError: No connections, an unknown entity, dialect or family, bad dates.
     """
-    tokens = _connection_tokens(connections, api_token)
-    specs = _select_entities(entities)
+    selected = _select_entities(entities)
+    specs = _connection_specs(connections, api_token, dialect, family)
     if on_permission_denied not in ("skip", "fail"):
-        raise ConfigurationError("on_permission_denied must be 'skip' or 'fail'")
+        raise ConfigurationError(
+            f"on_permission_denied must be 'skip' or 'fail', got {on_permission_denied!r}"
+        )
     # parse early so bad dates fail before any request
+    if (
+        start_date is not None
+        and end_date is not None
+        and to_datetime(end_date) <= to_datetime(start_date)
+    ):
+        raise ConfigurationError(f"end_date {end_date} is not after start_date {start_date}")
     format_timestamp(start_date)
     format_timestamp(end_date)
     if page_size is not None and page_size < 1:
@@ -209,96 +163,54 @@ def makini_source(
         max_elapsed_seconds=max_elapsed_seconds,
         backoff_base_seconds=backoff_base_seconds,
         timeout_seconds=timeout_seconds,
+        deadline_seconds=deadline_seconds,
+        max_response_bytes=max_response_bytes,
+        max_wait_seconds=max_wait_seconds,
     )
     open_connections = [
         Connection(
             name,
             MakiniClient(
                 base_url,
-                token,
+                spec["token"],
                 name,
                 retry=retry,
                 transport=transport,
                 allow_insecure_http=allow_insecure_http,
             ),
+            dialect=spec["dialect"],
+            family=spec["family"],
         )
-        for name, token in tokens.items()
+        for name, spec in specs.items()
     ]
-    options = _ReadOptions(
-        start_date,
-        end_date,
-        page_size,
-        hard_delete,
-        on_permission_denied,
-        max_slices,
-        stop_at_sync_point,
+    options = ReadOptions(
+        start_date=start_date,
+        end_date=end_date,
+        page_size=page_size,
+        hard_delete=hard_delete,
+        on_permission_denied=on_permission_denied,
+        max_slices=max_slices,
+        stop_at_sync_point=stop_at_sync_point,
+        lookback_seconds=lookback_seconds,
     )
-    return [_entity_resource(spec, open_connections, options) for spec in specs]
-
-
-class _ReadOptions:
-    def __init__(
-        self,
-        start_date: TDateLike,
-        end_date: TDateLike,
-        page_size: int | None,
-        hard_delete: bool,
-        on_permission_denied: str,
-        max_slices: int,
-        stop_at_sync_point: bool,
-    ) -> None:
-        self.start_date = start_date
-        self.end_date = end_date
-        self.page_size = page_size
-        self.hard_delete = hard_delete
-        self.on_permission_denied = on_permission_denied
-        self.max_slices = max_slices
-        self.stop_at_sync_point = stop_at_sync_point
+    return [_entity_resource(entity, open_connections, options) for entity in selected]
 
 
 def _entity_resource(
-    spec: EntitySpec, connections: list[Connection], options: _ReadOptions
+    entity: Entity, connections: list[Connection], options: ReadOptions
 ) -> DltResource:
-    """Builds the merge resource of one entity from its catalogue row."""
+    """The resource of one entity: its table and its child tables."""
 
     def read_entity() -> Iterator[Any]:
-        state = dlt.current.resource_state().setdefault("watermarks", {})
-        # every connection's listing runs at once (pages fetched ahead on background
-        # threads); connections take turns, page by page, among those whose page arrived
-        ahead: dict[str, ReadAhead[Any]] = {}
-        # one type per column for every connection's pages (custom fields differ per
-        # connection): the first page converted settles it, see RecordConverter
-        settled_types: dict[tuple[str, str], pa.DataType] = {}
-        readers = [
-            (connection, _read_connection(spec, connection, options, state, ahead, settled_types))
-            for connection in connections
-            if connection.failure is None
-        ]
-
-        def ready(connection: Connection) -> bool:
-            pages = ahead.get(connection.name)
-            return pages is None or pages.ready()
-
-        def isolate(connection: Connection, exc: BaseException) -> bool:
-            if not isinstance(exc, (ReauthorizationRequired, RetriableAPIError)):
-                return False
-            # this connection is broken for this run; the others still load and commit
-            connection.failure = exc
-            logger.error("connection %s failed, skipping it for this run: %s", connection.name, exc)
-            return True
-
-        for page_items in interleave(
-            readers, isolate, skip=lambda c: c.failure is not None, ready=ready
-        ):
-            yield from page_items
-        release_unused_memory()  # before the load step needs memory of its own
+        state = dlt.current.resource_state()
+        yield from EntityRead(entity, connections, options, state, _schema_column_types)
 
     resource = dlt.resource(
         read_entity,
-        name=spec.table,
+        name=entity.table,
+        # keys and merge strategies are declared per table on every item (`hints.py`): a
+        # resource-level primary key would be inherited by the child tables
         write_disposition={"disposition": "merge", "strategy": "delete-insert"},
-        # keys are declared per table (`_main_hints`, `_child_hints`): a resource-level
-        # primary key would be inherited by the line-items table, which merges per PO
         file_format="parquet",
     )
     resource.makini_connections = connections  # type: ignore[attr-defined]
@@ -314,7 +226,7 @@ def source_connections(source: Any) -> list[Connection]:
     return list(seen.values())
 
 
-def connection_failures(source: Any) -> dict[str, MakiniAPIError]:
+def connection_failures(source: Any) -> dict[str, MakiniError]:
     """The connections that failed while `source` was extracted, with their errors.
 
     After `pipeline.run(source)`, the healthy connections are loaded and committed; call this
@@ -325,211 +237,9 @@ def connection_failures(source: Any) -> dict[str, MakiniAPIError]:
 
 def raise_on_connection_failures(source: Any) -> None:
     """Raises `ConnectionsFailed` listing every connection that failed in the last run."""
-    failures: dict[str, MakiniError] = dict(connection_failures(source))
+    failures = connection_failures(source)
     if failures:
         raise ConnectionsFailed(failures)
-
-
-def _read_connection(
-    spec: EntitySpec,
-    connection: Connection,
-    options: _ReadOptions,
-    state: dict[str, str],
-    ahead: dict[str, ReadAhead[Any]],
-    settled_types: dict[tuple[str, str], pa.DataType],
-) -> Iterator[list[Any]]:
-    """Yields the Arrow tables of each page of one entity of one connection (a list per page),
-    then advances its watermark. Its page fetcher is registered in `ahead`."""
-    window = plan_window(
-        state.get(connection.name),
-        options.start_date,
-        options.end_date,
-        connection.sync_status().last_sync_at if options.end_date is None else None,
-        stop_at_sync_point=options.stop_at_sync_point,
-    )
-    if window.note is not None:
-        connection.note(window.note)
-    if window.is_empty:
-        logger.info(
-            "%s/%s: nothing new since %s", connection.name, spec.name, window.modified_after
-        )
-        return
-    page_size = min(options.page_size or spec.max_page_size, spec.max_page_size)
-    converter = RecordConverter(
-        spec,
-        connection.name,
-        hard_delete=options.hard_delete,
-        known_types=_schema_column_types,
-        settled_types=settled_types,
-    )
-    main_hints = _main_hints(spec, options)
-    child_hints = _child_hints(spec, options) if spec.child_table else None
-    first_run = state.get(connection.name) is None or options.end_date is not None
-    # pages are fetched ahead and parsed (straight into Arrow, see columnar.py) on
-    # background threads while this thread converts; a wait on the connection's rate limit
-    # never holds this thread, so other connections go on meanwhile
-    pages = ReadAhead(
-        _listing(spec, connection, window, options, page_size, probe=first_run),
-        name=f"makini-{connection.name}-{spec.name}",
-    )
-    ahead[connection.name] = pages
-    batch = _Batch(spec, main_hints, child_hints)
-    pending = PageBatcher(converter, CONVERT_BATCH_RECORDS)
-    superseded = SupersededChildren(connection.name) if spec.child_table else None
-
-    def collect(converted: list[PageTables]) -> int:
-        for tables in converted:
-            if superseded is not None:
-                superseded.observe(tables)
-            if tables.main is not None:
-                connection.count_rows(spec.table, tables.main.num_rows)
-            if tables.children is not None:
-                assert spec.child_table is not None
-                connection.count_rows(spec.child_table, tables.live_children)
-            batch.add(tables.main, tables.children)
-        return batch.rows
-
-    try:
-        while (page := pages.next()) is not DONE:
-            assert isinstance(page, Page)
-            if collect(pending.add(page.records, page.request_id)) >= BATCH_ROWS:
-                yield batch.flush()
-            elif not pages.ready():
-                yield []  # the next page is not here yet: other connections take turns
-        collect(pending.flush())
-        if superseded is not None:
-            batch.add(None, superseded.markers())
-        if batch.rows:
-            yield batch.flush()
-    except PermissionDeniedError as exc:
-        if options.on_permission_denied == "fail":
-            raise
-        logger.warning("skipping %s for connection %s: %s", spec.name, connection.name, exc)
-        collect(pending.flush())
-        if superseded is not None:
-            batch.add(None, superseded.markers())
-        if batch.rows:
-            yield batch.flush()  # what was read before the 403 still loads
-        return
-    finally:
-        pages.close()
-    if window.next_watermark is not None:
-        state[connection.name] = window.next_watermark
-
-
-class _Batch:
-    """Collects the tables of several pages and hands them to dlt as one table each.
-
-    dlt's per-item cost (schema inference, name normalization, one parquet row group per
-    item) is paid per batch instead of per page: ~10x fewer items at the default size.
-    """
-
-    def __init__(self, spec: EntitySpec, main_hints: Any, child_hints: Any) -> None:
-        self._spec = spec
-        self._hints = (main_hints, child_hints)
-        self._tables: tuple[list[pa.Table], list[pa.Table]] = ([], [])
-        self.rows = 0
-
-    def add(self, main: pa.Table | None, children: pa.Table | None) -> int:
-        """Adds one page's tables; returns the rows collected so far."""
-        for tables, table in zip(self._tables, (main, children)):
-            if table is not None:
-                tables.append(table)
-                self.rows += table.num_rows
-        return self.rows
-
-    def flush(self) -> list[Any]:
-        """The collected tables as dlt items (one per destination table), and a fresh batch."""
-        items: list[Any] = []
-        for tables, hints in zip(self._tables, self._hints):
-            if not tables:
-                continue
-            try:
-                # pages may differ in columns (a field null on one page is absent there)
-                merged = [pa.concat_tables(tables, promote_options="default")]
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                merged = tables  # a type differs between pages: dlt reconciles them
-            items.extend(
-                dlt.mark.with_hints(table, hints, create_table_variant=True) for table in merged
-            )
-        self._tables = ([], [])
-        self.rows = 0
-        return items
-
-
-def _listing_params(window: Window) -> dict[str, Any]:
-    params: dict[str, Any] = {"include_deleted": "true"}
-    if window.modified_after:
-        params["modified_after"] = window.modified_after
-    if window.modified_before:
-        params["modified_before"] = window.modified_before
-    return params
-
-
-def _listing(
-    spec: EntitySpec,
-    connection: Connection,
-    window: Window,
-    options: _ReadOptions,
-    page_size: int,
-    probe: bool,
-) -> Iterator[Page]:
-    """Every page of the window: one listing, or its time slices read at once (see
-    `_slices`), each slice on a read-ahead thread of its own. Runs on a read-ahead thread."""
-    slices = _slices(spec, connection, window, options) if probe else [window]
-    listings = [
-        connection.client.iter_pages(
-            spec.name,
-            spec.path,
-            _listing_params(piece),
-            page_size,
-            decode=columnar.PageReader(spec),
-        )
-        for piece in slices
-    ]
-    if len(listings) == 1:
-        yield from listings[0]
-        return
-    group: ReadAheadGroup[Page] = ReadAheadGroup(
-        [
-            ReadAhead(listing, name=f"makini-{connection.name}-{spec.name}-{number}")
-            for number, listing in enumerate(listings)
-        ]
-    )
-    try:
-        while isinstance(page := group.next(), Page):
-            yield page
-    finally:
-        group.close()
-
-
-def _slices(
-    spec: EntitySpec, connection: Connection, window: Window, options: _ReadOptions
-) -> list[Window]:
-    """The window, or its time slices when the listing is long enough to read them at once.
-
-    One request for a single record tells how many records the window holds and where the
-    first one lies in time. Cursor pagination fetches one page after another; slices let a
-    first sync of a big entity fetch and parse several pages at a time (within the
-    connection's rate limit, which every slice shares).
-    """
-    if (window.sync_point is None and window.modified_before is None) or options.max_slices < 2:
-        return [window]
-    probe = connection.client.iter_pages(spec.name, spec.path, _listing_params(window), 1)
-    try:
-        first = next(probe, None)
-    finally:
-        probe.close()
-    if first is None or not first.records or first.total_count is None:
-        return [window]
-    updated_at = first.records[0].get("updatedAt") if isinstance(first.records[0], dict) else None
-    parts = min(options.max_slices, first.total_count // SLICE_MIN_RECORDS)
-    if not isinstance(updated_at, str) or parts < 2:
-        return [window]
-    try:
-        return split_window(window, updated_at, parts)
-    except ConfigurationError:  # not a timestamp: the listing itself will say so
-        return [window]
 
 
 def _schema_column_types(table: str) -> dict[str, str]:
@@ -544,97 +254,72 @@ def _schema_column_types(table: str) -> dict[str, str]:
     }
 
 
-def _main_hints(spec: EntitySpec, options: _ReadOptions) -> Any:
-    """Hints of an entity's table: merge on (connection_id, key), newest version wins."""
-    columns: dict[str, Any] = {
-        CONNECTION_COLUMN: {"data_type": "text", "nullable": False},
-        "key": {"data_type": "text", "nullable": False},
-        "updated_at": {"dedup_sort": "desc"},
-    }
-    if options.hard_delete:
-        columns["deleted_at"] = {"hard_delete": True}
-    return dlt.mark.make_hints(
-        table_name=spec.table,
-        write_disposition={"disposition": "merge", "strategy": "delete-insert"},
-        primary_key=(CONNECTION_COLUMN, "key"),
-        columns=columns,
-        file_format="parquet",
-    )
+def _connection_specs(
+    connections: Mapping[str, Any] | None,
+    api_token: str | None,
+    dialect: str,
+    family: str | None,
+) -> dict[str, dict[str, Any]]:
+    """Connection name -> {token, dialect, family}, from `connections` and `api_token`.
 
-
-def _child_hints(spec: EntitySpec, options: _ReadOptions) -> Any:
-    """Hints of the child table: each loaded PO replaces all of its lines.
-
-    The merge deletes every destination line of each PO in the load (the destination scope,
-    an equi-join on the PO key) and inserts the loaded lines, deduplicated on the primary key
-    (a package resumed after a crash may stage the same rows twice). dlt's `merge_key` would
-    delete on `primary key OR merge key`, which DuckDB cannot hash-join: an incremental run
-    at 500k lines spent a minute in that one statement.
+    Raises:
+        ConfigurationError: No connection, or one given in a shape that is not understood
+            (the message shows the shape expected, never a token).
     """
-    scope = (
-        f"EXISTS (SELECT 1 FROM {{staging_table}} AS s"
-        f" WHERE s.{CONNECTION_COLUMN} = {{table}}.{CONNECTION_COLUMN}"
-        f" AND s.{PARENT_KEY_COLUMN} = {{table}}.{PARENT_KEY_COLUMN})"
-    )
-    return dlt.mark.make_hints(
-        table_name=spec.child_table,
-        write_disposition={
-            "disposition": "merge",
-            "strategy": "delete-insert",
-            "destination_scope": scope,
-        },
-        primary_key=(CONNECTION_COLUMN, "key"),
-        columns={
-            CONNECTION_COLUMN: {"data_type": "text", "nullable": False},
-            "key": {"data_type": "text", "nullable": False},
-            PARENT_KEY_COLUMN: {"data_type": "text", "nullable": False},
-            PARENT_VERSION_COLUMN: {"dedup_sort": "desc"},
-            LINE_MARKER_COLUMN: {"data_type": "bool", "hard_delete": True},
-        },
-        file_format="parquet",
-    )
-
-
-def _connection_tokens(connections: dict[str, Any] | None, api_token: str | None) -> dict[str, str]:
-    """Merges `connections` and `api_token` into one name -> token mapping."""
-    tokens: dict[str, str] = {}
+    if dialect not in DIALECTS:
+        raise ConfigurationError(f"dialect must be one of {', '.join(DIALECTS)}, got {dialect!r}")
+    if family is not None and family not in FAMILIES:
+        raise ConfigurationError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    specs: dict[str, dict[str, Any]] = {}
     if connections:
-        if not isinstance(connections, dict):
-            raise ConfigurationError("connections must be a mapping of connection name to token")
-        for name, token in connections.items():
-            if not isinstance(token, str) or not token:
-                raise ConfigurationError(f"connection {name!r} has an empty or non-string token")
-            tokens[str(name)] = token
+        if not isinstance(connections, Mapping):
+            raise ConfigurationError(
+                "connections must map each connection's name to its token, e.g. "
+                '{"acme": "<token>"}, or to {"token": "<token>", "dialect": "unified", '
+                f'"family": "eam"}}; got a {type(connections).__name__}'
+            )
+        for name, value in connections.items():
+            spec = dict(value) if isinstance(value, Mapping) else {"token": value}
+            unknown = set(spec) - {"token", "dialect", "family"}
+            if unknown:
+                raise ConfigurationError(
+                    f"connection {name!r}: unknown settings {sorted(unknown)}; use token, "
+                    "dialect and family"
+                )
+            spec.setdefault("dialect", dialect)
+            spec.setdefault("family", family)
+            if spec["dialect"] not in DIALECTS:
+                raise ConfigurationError(
+                    f"connection {name!r}: dialect must be one of {', '.join(DIALECTS)}"
+                )
+            if spec["family"] is not None and spec["family"] not in FAMILIES:
+                raise ConfigurationError(
+                    f"connection {name!r}: family must be one of {', '.join(FAMILIES)}"
+                )
+            spec["token"] = check_token(spec.get("token"), str(name))
+            specs[str(name)] = spec
     if api_token:
-        tokens.setdefault(DEFAULT_CONNECTION_NAME, str(api_token))
-    if not tokens:
+        specs.setdefault(
+            DEFAULT_CONNECTION_NAME,
+            {
+                "token": check_token(str(api_token), DEFAULT_CONNECTION_NAME),
+                "dialect": dialect,
+                "family": family,
+            },
+        )
+    if not specs:
         raise ConfigurationError(
             "no Makini connections configured: set sources.makini.connections (name -> token) "
             "or sources.makini.api_token in .dlt/secrets.toml or the environment"
         )
-    return tokens
+    return specs
 
 
-def _select_entities(entities: Sequence[str] | None) -> list[EntitySpec]:
-    if entities is None:
-        return list(ENTITIES.values())
-    if isinstance(entities, str):
-        entities = [e.strip() for e in entities.split(",") if e.strip()]
-    by_path = {spec.path: spec for spec in ENTITIES.values()}
-    selected = []
-    for name in entities:
-        spec = ENTITIES.get(name) or by_path.get(name)
-        if spec is None:
-            raise ConfigurationError(f"unknown entity {name!r}; choose from {', '.join(ENTITIES)}")
-        selected.append(spec)
-    return selected
-
-
-# re-exported for users catching errors
-__all__ += [
-    "ConfigurationError",
-    "ConnectionsFailed",
-    "ContractViolationError",
-    "MakiniError",
-    "ReauthorizationRequired",
-]
+def _select_entities(entities: Sequence[str] | str | None) -> list[Entity]:
+    try:
+        return select("default" if entities is None else entities)
+    except ValueError as exc:
+        hint = ""
+        if "purchase_order_line_items" in str(exc):
+            hint = " (purchase_order_line_items is filled by purchase_orders)"
+        raise ConfigurationError(f"{exc}{hint}") from None

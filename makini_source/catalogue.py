@@ -119,6 +119,11 @@ class Entity:
     children: tuple[Child, ...]
 
     @property
+    def tables(self) -> tuple[str, ...]:
+        """Its table, then its child tables."""
+        return (self.table, *(child.table for child in self.children))
+
+    @property
     def in_v1(self) -> bool:
         """Whether the v1 dialect serves it (otherwise it is unified only)."""
         return self.v1_max_page_size is not None

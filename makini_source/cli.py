@@ -25,13 +25,13 @@ from typing_extensions import Self
 
 from makini_source import connection_failures, makini_source, source_connections
 from makini_source.analytics import MODELS, create_views, run_model
+from makini_source.catalogue import default_entities, load_catalogue
 from makini_source.exceptions import MakiniAPIError, ReauthorizationRequired
-from makini_source.settings import ENTITIES
 
 DEMO_DATABASE = "makini_demo.duckdb"  # not named like the dataset: DuckDB would clash
 DEFAULT_DATABASE = "makini_warehouse.duckdb"
 DEFAULT_DATASET = "makini_data"
-TABLES = [spec.table for spec in ENTITIES.values()] + ["purchase_order_line_items"]
+TABLES = [table for entity in load_catalogue().values() for table in entity.tables]
 UNHEALTHY = ("error", "reauthorization_required")
 
 
@@ -66,7 +66,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"DuckDB file (default {DEFAULT_DATABASE}; {DEMO_DATABASE} with --demo)",
     )
     parser.add_argument(
-        "--entities", default=None, help=f"comma-separated subset of: {', '.join(ENTITIES)}"
+        "--entities",
+        default=None,
+        help="comma-separated entities, 'all', or a family ('erp:*'); default: "
+        + ", ".join(entity.name for entity in default_entities()),
     )
     parser.add_argument("--start-date", default=None, help="first run's lower bound of updatedAt")
     parser.add_argument(
@@ -153,30 +156,31 @@ def check(source_kwargs: dict[str, Any]) -> int:
     source = makini_source(**source_kwargs)
     unhealthy = 0
     print(
-        f"{'connection':<14} {'status':<24} {'system':<18} {'last sync':<28} {'initial':<8} {'reauth':<6}"
+        f"{'connection':<14} {'dialect':<12} {'status':<24} {'system':<18} {'complete until':<28} "
+        f"{'reauth':<6}"
     )
     for connection in source_connections(source):
         try:
-            status = connection.client.sync_status()
-            reauth = status.status == "reauthorization_required"
+            dialect, point = connection.resolve()
+            reauth = point.state == "reauthorization_required"
             row = (
-                status.status or "?",
-                status.system or "?",
-                status.last_sync_at or "never",
-                "done" if status.initial_sync_completed else "running",
+                dialect.name + (f"/{dialect.family}" if dialect.family else ""),
+                point.reported or "?",
+                point.system or "?",
+                point.complete_until or "not complete",
                 "yes" if reauth else "no",
             )
-            unhealthy += status.status in UNHEALTHY
+            unhealthy += point.state in UNHEALTHY
         except ReauthorizationRequired:
-            row = ("token rejected (401)", "?", "?", "?", "yes")
+            row = ("?", "token rejected (401)", "?", "?", "yes")
             unhealthy += 1
         except MakiniAPIError as exc:
-            row = (f"unreachable ({exc.status or exc.code or 'network'})", "?", "?", "?", "?")
+            row = ("?", f"unreachable ({exc.status or exc.code or 'network'})", "?", "?", "?")
             unhealthy += 1
         finally:
             connection.client.close()
         print(
-            f"{connection.name:<14} {row[0]:<24} {row[1]:<18} {row[2]:<28} {row[3]:<8} {row[4]:<6}"
+            f"{connection.name:<14} {row[0]:<12} {row[1]:<24} {row[2]:<18} {row[3]:<28} {row[4]:<6}"
         )
     if unhealthy:
         print(f"\n{unhealthy} connection(s) unhealthy", file=sys.stderr)

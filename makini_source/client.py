@@ -1,18 +1,19 @@
-"""HTTP access to the Makini API for one connection: auth, pacing, retries, error mapping.
+"""HTTP access to the Makini API for one connection: auth, pacing, retries, limits, errors.
 
-The client knows HTTP and the contract's transport rules; it knows nothing about dlt.
+The client knows HTTP and the transport rules both dialects share; what a dialect's error
+bodies look like is handed to it (`ErrorReader`). It knows nothing about paging or dlt.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import email.utils
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -30,10 +31,11 @@ from makini_source.exceptions import (
     RateLimitError,
     ReauthorizationRequired,
     RetriableAPIError,
+    UnreachableError,
+    WaitTooLongError,
 )
-from makini_source.paginator import CursorPaginator
 from makini_source.ratelimit import RateLimiter
-from makini_source.settings import API_PREFIX, SYNC_STATUS_PATH
+from makini_source.redact import register_secret, server_text
 
 logger = logging.getLogger("makini_source")
 
@@ -43,15 +45,22 @@ LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How transient failures are retried.
+    """How transient failures are retried, and how long and large one request may be.
 
     Attributes:
         max_attempts: Attempts per request, the first included.
         max_elapsed_seconds: Give up once this much time went into one request's retries.
         backoff_base_seconds: First backoff; doubles with each attempt (full jitter).
         backoff_max_seconds: Upper bound of one backoff.
-        timeout_seconds: Read timeout of one request.
+        timeout_seconds: Read timeout of one request (the longest silence between bytes).
         connect_timeout_seconds: Connect timeout of one request.
+        deadline_seconds: Wall-clock limit of one request, body included (a server that
+            trickles its answer byte by byte is cut off); retried as transient.
+        max_response_bytes: Largest answer read; a bigger one is cut off and retried.
+        max_wait_seconds: Longest wait the server may ask for (`Retry-After`, a rate-limit
+            hold); a longer one fails the connection at once, naming the wait.
+        min_wait_seconds: Shortest wait before a retry: a `Retry-After` of 0, negative or in
+            the past is raised to it (a struggling server is not hammered).
     """
 
     max_attempts: int = 8
@@ -60,6 +69,10 @@ class RetryPolicy:
     backoff_max_seconds: float = 30.0
     timeout_seconds: float = 60.0
     connect_timeout_seconds: float = 10.0
+    deadline_seconds: float = 180.0
+    max_response_bytes: int = 256 * 1024 * 1024
+    max_wait_seconds: float = 300.0
+    min_wait_seconds: float = 0.2
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Jittered exponential backoff before retry number `attempt` (1-based).
@@ -73,61 +86,107 @@ class RetryPolicy:
 
 
 @dataclass
-class Page:
-    """One page of a listing.
+class Response:
+    """A successful (2xx) answer, read whole.
 
     Attributes:
-        records: The `data` array: parsed JSON, or whatever a `PageDecoder` made of it.
-        next_cursor: The cursor of the next page; None on the last page.
-        total_count: Matching records when the listing began, if the server says.
-        request_id: The answer's `X-Request-Id`.
+        status: The HTTP status.
+        body: The body.
+        headers: The headers.
+        request_id: The answer's `X-Request-Id`, if any.
+        url: Method, path and query of the request (for errors; no secrets travel in URLs).
     """
 
-    records: Any
-    next_cursor: str | None
-    total_count: int | None
+    status: int
+    body: bytes
+    headers: httpx.Headers
     request_id: str | None
+    url: str
+
+    def json(self, entity: str, connection: str) -> Any:
+        """The body as JSON.
+
+        Raises:
+            ContractViolationError: The body is not JSON.
+        """
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            raise ContractViolationError(
+                f"{self.status} answer is not valid JSON ({self.headers.get('content-type')}, "
+                f"{len(self.body)} bytes)",
+                connection=connection,
+                entity=entity,
+                status=self.status,
+                request_id=self.request_id,
+                url=self.url,
+                field="body",
+            ) from None
 
 
-# Reads a 200 list answer's body into a Page (request_id left None), or returns None to leave
-# the body to the client's own JSON parsing, which also reports a malformed answer.
-PageDecoder = Callable[[bytes], "Page | None"]
+class ErrorReader(Protocol):
+    """Reads a dialect's error body: (Makini's error code, message, request id)."""
+
+    def __call__(self, body: bytes) -> tuple[str | None, str | None, str | None]: ...
 
 
-@dataclass
-class SyncStatus:
-    """The connection's `GET /sync-status` answer."""
-
-    connection_id: str | None
-    system: str | None
-    status: str | None
-    initial_sync_completed: bool | None
-    last_sync_at: str | None
-    last_sync_status: str | None
+def no_error_details(body: bytes) -> tuple[str | None, str | None, str | None]:
+    """An `ErrorReader` for answers whose error bodies carry nothing to read."""
+    return None, None, None
 
 
-@dataclass
-class ClientStats:
-    """Counters of one client, for progress and summaries."""
+class TokenSource(Protocol):
+    """Where a connection's bearer token comes from.
 
-    requests: int = 0
-    retries: int = 0
-    rate_limited: int = 0
-    throttle_seconds: float = 0.0
+    A configured token never changes; a minted one (account credentials) is minted again
+    when it expires or the server refuses it.
+    """
+
+    def token(self) -> str:
+        """The token to send now."""
+        ...
+
+    def renew(self, refused: str) -> bool:
+        """The server refused `refused` (401): get a new token if possible.
+
+        Returns:
+            True when a new token is ready and the request is worth sending again.
+        """
+        ...
 
 
-class BearerAuth(httpx.Auth):
-    """Adds the connection's token as a bearer header. Its repr never shows the token."""
+class StaticToken:
+    """A configured token."""
 
     def __init__(self, token: str) -> None:
         self._token = token
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self._token}"
-        yield request
+    def token(self) -> str:
+        return self._token
+
+    def renew(self, refused: str) -> bool:
+        return False
 
     def __repr__(self) -> str:
-        return "BearerAuth(token=***)"
+        return "StaticToken(***)"
+
+
+def check_token(token: Any, connection: str) -> str:
+    """Validates a configured token without ever printing it.
+
+    Raises:
+        ConfigurationError: Not a non-empty string, or surrounded by whitespace or holding
+            control characters (as read from a file with its newline).
+    """
+    if not isinstance(token, str) or not token:
+        raise ConfigurationError(f"connection {connection!r} has an empty or non-string token")
+    if token != token.strip() or any(ord(c) < 32 or ord(c) == 127 for c in token):
+        raise ConfigurationError(
+            f"the token of connection {connection!r} has surrounding whitespace or control "
+            "characters (a newline read from a file?); remove them"
+        )
+    register_secret(token)
+    return token
 
 
 def check_base_url(base_url: str, allow_insecure_http: bool = False) -> str:
@@ -147,49 +206,86 @@ def check_base_url(base_url: str, allow_insecure_http: bool = False) -> str:
     return base_url.rstrip("/")
 
 
+@dataclass
+class ClientStats:
+    """Counters of one client, for progress and summaries."""
+
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    throttle_seconds: float = 0.0
+    backoff_seconds: float = 0.0
+
+
+class _Auth(httpx.Auth):
+    """Adds the connection's current token as a bearer header. Never shows the token."""
+
+    def __init__(self, source: TokenSource) -> None:
+        self.source = source
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self.source.token()}"
+        yield request
+
+    def __repr__(self) -> str:
+        return "BearerAuth(token=***)"
+
+
 class MakiniClient:
-    """Reads one Makini connection.
+    """Sends one Makini connection's requests.
 
     Args:
         base_url: API root, e.g. `https://api.makini.io` or a sandbox's `http://127.0.0.1:8765`.
-        token: The connection's bearer token.
-        connection: The connection's configured name, used in errors and logs.
-        retry: Retry and timeout policy.
+        token: The connection's bearer token, or where it comes from (`TokenSource`).
+        connection: The connection's name, used in errors and logs.
+        retry: Retry, timeout and size policy.
         transport: An httpx transport to use instead of the network (tests, proxies).
         allow_insecure_http: Accept plain http to hosts other than loopback.
         limiter: Pacing shared by every request of this connection.
+        errors: Reads the error bodies of the connection's dialect.
         sleep: Sleep function (injectable for tests).
     """
 
     def __init__(
         self,
         base_url: str,
-        token: str,
+        token: str | TokenSource,
         connection: str,
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
         allow_insecure_http: bool = False,
         limiter: RateLimiter | None = None,
+        errors: ErrorReader = no_error_details,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if not token:
-            raise ConfigurationError(f"connection {connection!r} has no token")
+        if isinstance(token, str):
+            token = StaticToken(check_token(token, connection))
         self.connection = connection
         self.retry = retry or RetryPolicy()
         self.limiter = limiter or RateLimiter(sleep=sleep)
         self.stats = ClientStats()
+        self.errors = errors
+        self.base_url = check_base_url(base_url, allow_insecure_http)
         self._sleep = sleep
         self._rng = random.Random()
+        self._auth = _Auth(token)
+        self._answered = False  # whether the server ever answered this client
         self._http = httpx.Client(
-            base_url=check_base_url(base_url, allow_insecure_http),
-            auth=BearerAuth(token),
+            base_url=self.base_url,
+            auth=self._auth,
             transport=transport,
             timeout=httpx.Timeout(
                 self.retry.timeout_seconds, connect=self.retry.connect_timeout_seconds
             ),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            follow_redirects=False,  # never carry the token to another host
             verify=True,
         )
+
+    @property
+    def host(self) -> str:
+        """The API's host, for messages."""
+        return urlsplit(self.base_url).netloc
 
     def close(self) -> None:
         """Closes the connection pool."""
@@ -203,217 +299,194 @@ class MakiniClient:
 
     # --- public API -------------------------------------------------------------------
 
-    def sync_status(self) -> SyncStatus:
-        """Reads the connection's sync status.
+    def get(self, path: str, params: Mapping[str, Any] | None = None, *, entity: str) -> Response:
+        """GET with pacing and retries.
+
+        Transient failures (429, 5xx, timeouts, resets, cut-off bodies, a deadline passed) are
+        retried: a `Retry-After` (429, 503) is waited as asked (within `max_wait_seconds`),
+        anything else backs off exponentially with jitter. Retries stop after `max_attempts`
+        attempts or once the next wait would take the request past `max_elapsed_seconds`;
+        the error then says how many attempts were made. A minted token that the server
+        refuses (401) is minted again once.
 
         Raises:
-            MakiniAPIError: The request failed (after retries for transient failures).
-            ContractViolationError: The answer lacks the `data` object.
+            MakiniAPIError: The request failed for good.
         """
-        body, request_id = self._get_json(SYNC_STATUS_PATH, {}, entity="sync-status")
-        data = body.get("data") if isinstance(body, dict) else None
-        if not isinstance(data, dict):
-            raise ContractViolationError(
-                "sync-status answer has no 'data' object",
-                connection=self.connection,
-                entity="sync-status",
-                request_id=request_id,
-            )
-        return SyncStatus(
-            connection_id=data.get("connection_id"),
-            system=data.get("system"),
-            status=data.get("status"),
-            initial_sync_completed=data.get("initial_sync_completed"),
-            last_sync_at=data.get("last_sync_at"),
-            last_sync_status=data.get("last_sync_status"),
-        )
+        return self._send("GET", path, params or {}, None, entity)
 
-    def iter_pages(
-        self,
-        entity: str,
-        path: str,
-        params: Mapping[str, Any],
-        page_size: int,
-        decode: PageDecoder | None = None,
-    ) -> Generator[Page, None, None]:
-        """Yields every page of one listing, following `next_cursor` until it is null.
-
-        Args:
-            entity: Entity name for errors.
-            path: Entity path segment (`purchase-orders`).
-            params: Filters of the first request (`modified_after`, ...).
-            page_size: `limit` of every request.
-            decode: Reads each body into a page (e.g. straight into Arrow) instead of the
-                client's JSON parsing; it runs on the thread that iterates.
-        """
-        paginator = CursorPaginator(params, page_size)
-        url = f"{API_PREFIX}/{path}"
-        while paginator.has_next:
-            body, request_id = self._get_json(
-                url, paginator.request_params(), entity=entity, decode=decode
-            )
-            if isinstance(body, Page):
-                page = dataclasses.replace(body, request_id=request_id)
-            else:
-                page = self._parse_page(body, entity, request_id)
-            try:
-                paginator.update(page.next_cursor)
-            except ValueError as exc:
-                raise ContractViolationError(
-                    str(exc),
-                    connection=self.connection,
-                    entity=entity,
-                    request_id=request_id,
-                    field="next_cursor",
-                ) from None
-            yield page
+    def post(self, path: str, body: Any, *, entity: str) -> Response:
+        """POST a JSON body; retried like `get`."""
+        return self._send("POST", path, {}, body, entity)
 
     # --- internals --------------------------------------------------------------------
 
-    def _parse_page(self, body: Any, entity: str, request_id: str | None) -> Page:
-        context = {"connection": self.connection, "entity": entity, "request_id": request_id}
-        if not isinstance(body, dict):
-            raise ContractViolationError("list answer is not a JSON object", **context)
-        records = body.get("data")
-        if not isinstance(records, list):
-            raise ContractViolationError("list answer has no 'data' array", field="data", **context)
-        if "next_cursor" not in body:
-            raise ContractViolationError(
-                "list answer has no 'next_cursor'", field="next_cursor", **context
-            )
-        total = body.get("total_count")
-        return Page(
-            records, body["next_cursor"], total if isinstance(total, int) else None, request_id
-        )
-
-    def _get_json(
-        self,
-        url: str,
-        params: Mapping[str, Any],
-        entity: str,
-        decode: PageDecoder | None = None,
-    ) -> tuple[Any, str | None]:
-        """GET with pacing and retries; returns the parsed body and the request id.
-
-        The body is parsed by `decode` when given and it accepts the body (a `Page`), else
-        as JSON.
-
-        Transient failures (429, 5xx, timeouts, resets, cut-off bodies) are retried: a
-        `Retry-After` (429, 503) is waited exactly, anything else backs off exponentially with
-        jitter. Retries stop after `max_attempts` attempts or once the next wait would take the
-        request past `max_elapsed_seconds`; the error then says how many attempts were made.
-        """
+    def _send(
+        self, method: str, path: str, params: Mapping[str, Any], body: Any, entity: str
+    ) -> Response:
         started = time.monotonic()
         attempt = 0
+        renewed = False
         while True:
             attempt += 1
             try:
-                return self._get_json_once(url, params, entity, decode)
+                return self._send_once(method, path, params, body, entity)
+            except ReauthorizationRequired as exc:
+                refused = self._auth.source.token()
+                if renewed or not self._auth.source.renew(refused):
+                    raise
+                renewed = True
+                logger.info("%s: token refused, minted a new one: %s", self.connection, exc)
             except RetriableAPIError as exc:
                 elapsed = time.monotonic() - started
                 if isinstance(exc, RateLimitError):
                     self.stats.rate_limited += 1
                 if exc.retry_after is not None:
-                    delay = exc.retry_after
+                    if exc.retry_after > self.retry.max_wait_seconds:
+                        raise WaitTooLongError(
+                            f"{exc.message}; the server asks to wait {exc.retry_after:.0f}s, "
+                            f"more than max_wait_seconds={self.retry.max_wait_seconds:.0f}",
+                            **exc._context_without("retry_after"),
+                        ) from None
+                    delay = max(exc.retry_after, self.retry.min_wait_seconds)
                 else:
                     delay = self.retry.backoff(attempt, self._rng)
+                if isinstance(exc, UnreachableError) and not self._answered:
+                    raise  # never reached the server this run: a wrong host or port
                 if (
                     attempt >= self.retry.max_attempts
                     or elapsed + delay > self.retry.max_elapsed_seconds
                 ):
                     raise type(exc)(
                         f"{exc.message}; gave up after {attempt} attempts in {elapsed:.1f}s",
-                        connection=exc.connection,
-                        entity=exc.entity,
-                        status=exc.status,
-                        code=exc.code,
-                        request_id=exc.request_id,
-                        retry_after=exc.retry_after,
+                        **exc._context_without(),
                     ) from None
                 self.stats.retries += 1
                 logger.warning("%s; retry %d in %.2fs", exc, attempt, delay)
-                # the limiter holds this connection's next request: exactly the server's
-                # Retry-After, or the backoff
-                self.limiter.pause(delay, rate_limited=isinstance(exc, RateLimitError))
+                if isinstance(exc, RateLimitError):
+                    # the limiter holds this connection's next request exactly as asked
+                    self.limiter.pause(delay, rate_limited=True)
+                else:
+                    self.stats.backoff_seconds += delay
+                    self.limiter.pause(delay)
 
-    def _get_json_once(
-        self, url: str, params: Mapping[str, Any], entity: str, decode: PageDecoder | None
-    ) -> tuple[Any, str | None]:
+    def _send_once(
+        self, method: str, path: str, params: Mapping[str, Any], body: Any, entity: str
+    ) -> Response:
         self.stats.throttle_seconds += self.limiter.acquire()
-        context: dict[str, Any] = {"connection": self.connection, "entity": entity}
+        url = _describe(method, path, params)
+        context: dict[str, Any] = {"connection": self.connection, "entity": entity, "url": url}
         self.stats.requests += 1
         sent_at = self.limiter.now()
+        deadline = time.monotonic() + self.retry.deadline_seconds
+        request = self._http.build_request(
+            method,
+            path,
+            params=dict(params),
+            content=None if body is None else orjson.dumps(body),
+            headers=None if body is None else {"Content-Type": "application/json"},
+        )
         try:
-            response = self._http.get(url, params=dict(params))
+            response = self._http.send(request, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise UnreachableError(
+                f"cannot connect to {self.host} ({type(exc).__name__}: {server_text(str(exc))})",
+                **context,
+            ) from None
         except httpx.TimeoutException as exc:
             raise RetriableAPIError(
-                f"request timed out ({type(exc).__name__})", **context
+                f"request to {self.host} timed out ({type(exc).__name__})", **context
             ) from None
         except httpx.TransportError as exc:
-            # connection refused/reset, or the body was cut off mid-way
+            # connection refused/reset, DNS failure, or a malformed answer
             raise RetriableAPIError(
-                f"transport error ({type(exc).__name__}: {exc})", **context
+                f"transport error talking to {self.host} ({type(exc).__name__}: "
+                f"{server_text(str(exc))})",
+                **context,
             ) from None
-        self.limiter.observe(response.headers, sent_at=sent_at)
-        request_id = response.headers.get("x-request-id")
-        context.update(status=response.status_code, request_id=request_id)
-        if response.status_code == 200:
-            if decode is not None and (page := decode(response.content)) is not None:
-                return page, request_id
-            try:
-                return orjson.loads(response.content), request_id
-            except orjson.JSONDecodeError:
-                if response.content.lstrip()[:1] in (b"{", b"["):
-                    # JSON that stops early: a body cut off on the way; another try helps
-                    raise RetriableAPIError("200 answer is cut-off JSON", **context) from None
-                # a complete answer that is not JSON at all breaks the contract: stop
-                raise ContractViolationError(
-                    "200 answer is not JSON "
-                    f"({response.headers.get('content-type', 'no content type')}, "
-                    f"{len(response.content)} bytes)",
-                    field="body",
-                    **context,
-                ) from None
-        raise _error_for(response, context)
+        try:
+            self._answered = True
+            self.limiter.observe(response.headers, sent_at=sent_at)
+            request_id = response.headers.get("x-request-id")
+            context.update(status=response.status_code, request_id=request_id)
+            content = self._read_body(response, deadline, context)
+        finally:
+            response.close()
+        if 200 <= response.status_code < 300:
+            return Response(response.status_code, content, response.headers, request_id, url)
+        raise self._error(response, content, context)
+
+    def _read_body(
+        self, response: httpx.Response, deadline: float, context: dict[str, Any]
+    ) -> bytes:
+        """The whole body, within the request's deadline and the size limit."""
+        declared = response.headers.get("content-length")
+        limit = self.retry.max_response_bytes
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise RetriableAPIError(
+                f"answer of {int(declared):,} bytes is over max_response_bytes={limit:,}",
+                **context,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise RetriableAPIError(
+                        f"answer is over max_response_bytes={limit:,}; cut off", **context
+                    )
+                if time.monotonic() > deadline:
+                    raise RetriableAPIError(
+                        f"answer still arriving after deadline_seconds="
+                        f"{self.retry.deadline_seconds:g}; cut off",
+                        **context,
+                    )
+                chunks.append(chunk)
+        except httpx.TimeoutException:
+            raise RetriableAPIError("answer stopped arriving (read timeout)", **context) from None
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            raise RetriableAPIError(f"answer cut off ({type(exc).__name__})", **context) from None
+        return b"".join(chunks)
+
+    def _error(
+        self, response: httpx.Response, content: bytes, context: dict[str, Any]
+    ) -> MakiniAPIError:
+        """Maps an error answer to the exception class of its status."""
+        status = response.status_code
+        code, message, request_id = self.errors(content)
+        context["request_id"] = context.get("request_id") or request_id
+        context["code"] = code
+        if message is None:
+            kind = response.headers.get("content-type", "no content type")
+            message = f"{response.reason_phrase or 'error'} ({kind} body)"
+        text = server_text(message)
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        if status == 429:
+            return RateLimitError(f"rate limited: {text}", retry_after=retry_after, **context)
+        if status >= 500 or status == 408:
+            return RetriableAPIError(f"server error: {text}", retry_after=retry_after, **context)
+        if 300 <= status < 400:
+            return ReauthorizationRequired(
+                f"connection {self.connection!r}: the server redirected ({status}) instead of "
+                "answering (a refused token is answered that way); not followed",
+                **context,
+            )
+        if status in (400, 422):
+            return BadRequestError(f"bad request: {text}", **context)
+        if status == 401:
+            return ReauthorizationRequired(
+                f"connection {self.connection!r} needs reauthorization: {text}", **context
+            )
+        if status == 403:
+            return PermissionDeniedError(f"permission denied: {text}", **context)
+        if status == 404:
+            return NotFoundError(f"not found: {text}", **context)
+        return FatalAPIError(f"unexpected HTTP {status}: {text}", **context)
 
 
-def _error_for(response: httpx.Response, context: dict[str, Any]) -> MakiniAPIError:
-    """Maps an error response to the exception class of its status."""
-    status = response.status_code
-    code, message = None, None
-    try:
-        error = orjson.loads(response.content).get("error") or {}
-        code, message = error.get("code"), error.get("message")
-        context["request_id"] = context.get("request_id") or error.get("request_id")
-    except (orjson.JSONDecodeError, AttributeError):
-        message = (
-            f"non-JSON {status} body ({response.headers.get('content-type', 'no content type')})"
-        )
-    context["code"] = code
-    text = message or response.reason_phrase
-    if status == 429:
-        return RateLimitError(
-            f"rate limited: {text}",
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
-            **context,
-        )
-    if status >= 500 or status == 408:
-        return RetriableAPIError(
-            f"server error: {text}",
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
-            **context,
-        )
-    if status == 400:
-        return BadRequestError(f"bad request: {text}", **context)
-    if status == 401:
-        return ReauthorizationRequired(
-            f"connection {context['connection']!r} needs reauthorization: {text}", **context
-        )
-    if status == 403:
-        return PermissionDeniedError(f"permission denied: {text}", **context)
-    if status == 404:
-        return NotFoundError(f"not found: {text}", **context)
-    return FatalAPIError(f"unexpected HTTP {status}: {text}", **context)
+def _describe(method: str, path: str, params: Mapping[str, Any]) -> str:
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return f"{method} {path}" + (f"?{query}" if query else "")
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -426,9 +499,11 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -1,33 +1,103 @@
-"""Reads a page body straight into Arrow columns, without building Python objects.
+"""Reads page bodies straight into Arrow columns, without building Python objects.
 
-pyarrow's JSON reader parses a page in C++ with the GIL released, so the read-ahead thread
-parses the next page while the main thread converts this one, and it skips the two slowest
-steps of the exact path (`orjson.loads` to Python objects, then `pa.array` over them).
+pyarrow's JSON reader parses a page in C++ with the GIL released, so the listing threads parse
+pages while the resource's thread converts earlier ones, and it skips the two slowest steps of
+the exact path (`orjson.loads` to Python objects, then `pa.array` over them). The catalogue
+tells it the types it cannot infer on its own: decimals are read as exact `decimal128(38, 9)`
+whether they come as JSON strings or numbers, and timestamps and dates as text (a zone-less
+time would otherwise pass for a UTC one).
 
-It reads the common page exactly: records of scalars, nested objects and lists of scalars.
-Whenever a page holds something it cannot represent exactly (a field whose JSON type changes
-within the page, lists of objects, a date-like string in an untyped field, an invalid value,
-a missing key) it declines, and the page goes through the exact Python path in
-`records.RecordConverter`, which also names the bad value in its error. Both paths produce
-the same tables; `tests/test_units.py` compares them page by page.
+Whenever a page holds something this path cannot represent exactly (a field whose JSON type
+changes within the page, an invalid value, a missing key), it declines (`Declined`), and the
+page goes through the exact Python path in `records.RecordConverter`, which also names the bad
+value in its error. Both paths produce the same tables; `tests/test_columnar.py` compares them.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from makini_source.client import Page
-from makini_source.settings import TIMESTAMP_FIELDS, EntitySpec
+from makini_source.catalogue import Entity, Field
+from makini_source.settings import DECIMAL_PRECISION, DECIMAL_SCALE
 
 Path = tuple[str, ...]
+DECIMAL_TYPE = pa.decimal128(DECIMAL_PRECISION, DECIMAL_SCALE)
 
 
 class Declined(Exception):
     """The page needs the exact Python path."""
+
+
+class NotAListAnswer(Exception):
+    """The body is not a JSON object with a `data` array of records."""
+
+
+@dataclass
+class DecodedPage:
+    """One page's records and the rest of its envelope.
+
+    Attributes:
+        records: The records: Arrow (`ArrowRecords`) or parsed JSON (a list of dicts).
+        envelope: Every top-level field of the answer but `data`, as Python values.
+        body: The answer as received (the exact path parses it again when Arrow declines).
+        keep: Which of the body's records `records` holds, when not all of them (a walk
+            that read some of them before); None: all of them.
+    """
+
+    records: Any
+    envelope: dict[str, Any]
+    body: bytes
+    keep: list[bool] | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def only(self, keep: list[bool]) -> DecodedPage:
+        """The page with only the records flagged in `keep`."""
+        if isinstance(self.records, ArrowRecords):
+            chosen = self.records.records.filter(pa.array(keep, pa.bool_()))
+            records: Any = ArrowRecords(chosen, self.records.body)  # type: ignore[arg-type]
+        else:
+            records = [record for record, kept in zip(self.records, keep) if kept]
+        return DecodedPage(records, self.envelope, self.body, keep)
+
+    def exact_records(self, exact_numbers: bool = False) -> list[Any]:
+        """The records parsed again from the body as JSON (the exact path), the same ones
+        `records` holds.
+
+        Args:
+            exact_numbers: Read JSON numbers with fractions as `Decimal`, not float.
+        """
+        records = exact_records(self.body) if exact_numbers else read_json_page(self.body).records
+        if self.keep is not None:
+            records = [record for record, kept in zip(records, self.keep) if kept]
+        return records
+
+    def keys_and_times(self, field: str) -> list[tuple[Any, Any]]:
+        """(`key`, `field`) of every record, as Python values."""
+        if isinstance(self.records, ArrowRecords):
+            records = self.records.records
+            keys = field_or_none(records, "key")
+            times = field_or_none(records, field)
+            return list(
+                zip(
+                    keys.to_pylist() if keys is not None else [None] * len(records),
+                    times.to_pylist() if times is not None else [None] * len(records),
+                )
+            )
+        return [
+            (r.get("key"), r.get(field)) if isinstance(r, dict) else (None, None)
+            for r in self.records
+        ]
 
 
 @dataclass
@@ -46,36 +116,48 @@ class ArrowRecords:
         return len(self.records)
 
 
-class PageReader:
-    """Parses an entity's list answers into `Page`s whose records are `ArrowRecords`.
-
-    Use it as the client's page decoder: `client.iter_pages(..., decode=PageReader(spec))`.
-    The entity's timestamp fields are read as text (converted later, exactly like the exact
-    path does): left to inference, the reader would take `...T10:00:00Z` and a zone-less
-    `...T10:00:00` alike for naive timestamps, and the second is not RFC 3339.
+class PageDecoder:
+    """Parses an entity's list answers into `DecodedPage`s.
 
     Args:
-        spec: The entity whose pages are read.
+        entity: The entity whose pages are read.
+        arrow: Read pages straight into Arrow (the catalogue's choice for the entity); False
+            parses every page as JSON.
     """
 
-    def __init__(self, spec: EntitySpec) -> None:
-        fields = [pa.field(name, pa.string()) for name in spec.fields if name in TIMESTAMP_FIELDS]
-        if spec.child_field:
-            line_fields = [
-                pa.field(name, pa.string())
-                for name in spec.child_fields
-                if name in TIMESTAMP_FIELDS
-            ]
-            fields.append(pa.field(spec.child_field, pa.list_(pa.struct(line_fields))))
+    # after this many pages in a row that the Arrow reader could not take, a listing stops
+    # trying it: each attempt costs a parse
+    GIVE_UP_AFTER = 3
+
+    def __init__(self, entity: Entity, arrow: bool = True) -> None:
+        self._arrow = arrow
+        self._declined_in_a_row = 0
         self._options = pj.ParseOptions(
-            explicit_schema=pa.schema([pa.field("data", pa.list_(pa.struct(fields)))]),
+            explicit_schema=pa.schema(
+                [pa.field("data", pa.list_(pa.struct(explicit_fields(entity))))]
+            ),
             unexpected_field_behavior="infer",  # every other field is typed from its values
             newlines_in_values=True,
         )
 
-    def __call__(self, body: bytes) -> Page | None:
-        """The page, or None when the body is not a well-formed list answer this reader can
-        type (the client's JSON path then parses it and reports what is wrong with it)."""
+    def __call__(self, body: bytes) -> DecodedPage:
+        """The page.
+
+        Raises:
+            NotAListAnswer: The body is JSON but not a list answer.
+            ValueError: The body is not JSON (`orjson.JSONDecodeError`).
+        """
+        if self._arrow:
+            page = self._read_arrow(body)
+            if page is not None:
+                self._declined_in_a_row = 0
+                return page
+            self._declined_in_a_row += 1
+            if self._declined_in_a_row >= self.GIVE_UP_AFTER:
+                self._arrow = False
+        return read_json_page(body)
+
+    def _read_arrow(self, body: bytes) -> DecodedPage | None:
         try:
             table = pj.read_json(
                 pa.BufferReader(body),
@@ -86,45 +168,85 @@ class PageReader:
             )
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             return None
-        return _page(table, body)
+        if table.num_rows != 1:
+            return None
+        data = table.column("data").combine_chunks()
+        if not pa.types.is_list(data.type) or data.null_count:
+            return None
+        records = data.flatten()
+        if pa.types.is_null(records.type):  # `"data": []`
+            records = pa.array([], pa.struct([]))
+        elif not pa.types.is_struct(records.type):
+            return None
+        envelope = {
+            name: table.column(name)[0].as_py() for name in table.column_names if name != "data"
+        }
+        return DecodedPage(ArrowRecords(records, body), envelope, body)  # type: ignore[arg-type]
 
 
-def _page(table: pa.Table, body: bytes) -> Page | None:
-    names = table.column_names
-    if table.num_rows != 1 or "data" not in names or "next_cursor" not in names:
-        return None
-    data = table.column("data").combine_chunks()
-    if not pa.types.is_list(data.type) or data.null_count:
-        return None
-    records = data.flatten()
-    if pa.types.is_null(records.type):  # `"data": []`
-        records = pa.array([], pa.struct([]))
-    elif not pa.types.is_struct(records.type):
-        return None
-    next_cursor = table.column("next_cursor")[0].as_py()
-    if next_cursor is not None and not isinstance(next_cursor, str):
-        return None
-    total = table.column("total_count")[0].as_py() if "total_count" in names else None
-    return Page(
-        records=ArrowRecords(records, body),  # type: ignore[arg-type]
-        next_cursor=next_cursor,
-        total_count=total if isinstance(total, int) and not isinstance(total, bool) else None,
-        request_id=None,
-    )
+def read_json_page(body: bytes) -> DecodedPage:
+    """The exact path's parse of a list answer.
+
+    Raises:
+        NotAListAnswer: The body is JSON but not an object with a `data` array.
+        ValueError: The body is not JSON.
+    """
+    parsed = orjson.loads(body)
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("data"), list):
+        raise NotAListAnswer("the answer is not a JSON object with a 'data' array")
+    records = parsed.pop("data")
+    return DecodedPage(records, parsed, body)
 
 
-def check_records(records: pa.StructArray) -> None:
-    """Declines unless every record is an object with a non-empty `key` and an `updatedAt`."""
+def exact_records(body: bytes) -> list[Any]:
+    """The records of a body with every JSON number that has a fraction as a `Decimal`.
+
+    orjson reads such numbers as floats; a decimal sent as a JSON number (some systems do)
+    must land with exactly the digits sent.
+    """
+    parsed = json.loads(body, parse_float=Decimal)
+    records = parsed.get("data") if isinstance(parsed, dict) else None
+    if not isinstance(records, list):
+        raise NotAListAnswer("the answer is not a JSON object with a 'data' array")
+    return records
+
+
+def explicit_fields(entity: Entity) -> list[pa.Field]:
+    """The Arrow fields the reader must not infer, at every level of an entity's records."""
+    fields = _typed_fields(entity.fields)
+    for child in entity.children:
+        fields.append(pa.field(child.field, pa.list_(pa.struct(_typed_fields(child.fields)))))
+    return fields
+
+
+def _typed_fields(fields: Iterable[Field]) -> list[pa.Field]:
+    typed = []
+    for field in fields:
+        if field.type == "decimal":
+            typed.append(pa.field(field.name, DECIMAL_TYPE))
+        elif field.type in ("timestamp", "date"):
+            typed.append(pa.field(field.name, pa.string()))
+        elif field.type == "object" and field.fields:
+            sub = _typed_fields(field.fields)
+            if sub:
+                typed.append(pa.field(field.name, pa.struct(sub)))
+    return typed
+
+
+def check_records(records: pa.StructArray, key_required: bool, time_field: str | None) -> None:
+    """Declines unless every record is an object with its key and cursor time."""
     if records.null_count:
         raise Declined("a record is not an object")
-    key = field_or_none(records, "key")
-    if key is None or not pa.types.is_string(key.type) or key.null_count:
-        raise Declined("a record has no key")
-    if len(key) and pc.min(pc.utf8_length(key)).as_py() == 0:
-        raise Declined("a record has an empty key")
-    updated = field_or_none(records, "updatedAt")
-    if updated is None or updated.null_count or not pa.types.is_string(updated.type):
-        raise Declined("a record has no updatedAt text")
+    if key_required:
+        key = field_or_none(records, "key")
+        if key is None or not pa.types.is_string(key.type) or key.null_count:
+            raise Declined("a record has no key")
+        if len(key) and pc.min(pc.utf8_length(key)).as_py() == 0:
+            raise Declined("a record has an empty key")
+    if time_field is not None:
+        updated = field_or_none(records, time_field)
+        if updated is None or updated.null_count or not pa.types.is_string(updated.type):
+            raise Declined(f"a record has no {time_field} text")
 
 
 def field_or_none(records: pa.StructArray, name: str) -> pa.Array | None:
@@ -135,8 +257,39 @@ def field_or_none(records: pa.StructArray, name: str) -> pa.Array | None:
     return records.flatten()[index] if records.null_count else records.field(index)
 
 
+def without_fields(records: pa.StructArray, names: Sequence[str]) -> pa.StructArray:
+    """The records without the given top-level fields."""
+    keep = [i for i, field in enumerate(records.type) if field.name not in names]
+    children = records.flatten()
+    return pa.StructArray.from_arrays(
+        [children[i] for i in keep],
+        fields=[records.type.field(i) for i in keep],
+        mask=records.is_null() if records.null_count else None,
+    )
+
+
+def nest_fields(records: pa.StructArray, known: frozenset[str], into: str) -> pa.StructArray:
+    """Moves every top-level field not in `known` into one struct field `into`.
+
+    The unified dialect sends a record's custom fields as extra top-level keys; nested like
+    this they make the same columns as v1's `customFields` object.
+    """
+    extra = [i for i, field in enumerate(records.type) if field.name not in known]
+    if not extra:
+        return records
+    children = records.flatten()
+    kept = [i for i in range(records.type.num_fields) if i not in extra]
+    nested = pa.StructArray.from_arrays(
+        [children[i] for i in extra], fields=[records.type.field(i) for i in extra]
+    )
+    return pa.StructArray.from_arrays(
+        [*(children[i] for i in kept), nested],
+        fields=[*(records.type.field(i) for i in kept), pa.field(into, nested.type)],
+    )
+
+
 def flatten(
-    records: pa.StructArray, skip: tuple[str, ...] = (), prefix: Path = ()
+    records: pa.StructArray, skip: Sequence[str] = (), prefix: Path = ()
 ) -> dict[Path, pa.Array]:
     """Flattens nested objects into one column per path, as the exact path does.
 
@@ -149,6 +302,8 @@ def flatten(
             continue
         path = prefix + (field.name,)
         if pa.types.is_struct(field.type):
+            if field.type.num_fields == 0:
+                continue  # `{}` everywhere: no column, as on the exact path
             columns.update(flatten(child, (), path))
         else:
             columns[path] = child
@@ -160,79 +315,92 @@ class ChildRows:
     """The rows of a child table built from one page's nested lists.
 
     Attributes:
-        lines: One struct row per output row; null for a marker row. None when no record
-            has a line at all (every row is a marker).
+        items: One struct row per output row; null for a marker row. None when no record
+            has an item at all (every row is a marker).
         parent: Index of each row's record on the page.
-        is_marker: True for a marker row (a record with no line left), else null.
-        deleted_at: Each line's own `deletedAt`, else its record's (text; null on markers).
+        position: Each row's 1-based place in its record's list (0 on a marker row).
+        is_marker: True for a marker row (a record with no item left), else null.
+        deleted_at: Each item's own `deletedAt`, else its record's (text; null on markers).
     """
 
-    lines: pa.StructArray | None
+    items: pa.StructArray | None
     parent: pa.Array
+    position: pa.Array
     is_marker: pa.Array
     deleted_at: pa.Array
 
 
-def child_rows(lists: pa.Array | None, parent_deleted: pa.Array, hard_delete: bool) -> ChildRows:
-    """Selects and orders the rows of the child table, record by record.
+def child_rows(
+    lists: pa.Array | None,
+    parent_deleted: pa.Array,
+    hard_delete: bool,
+    key_required: bool,
+) -> ChildRows:
+    """Selects and orders the rows of a child table, record by record.
 
-    Every record contributes its lines in order; with `hard_delete`, deleted lines and all
-    lines of a deleted record are left out. A record left with no line contributes one
-    marker row instead.
+    Every record contributes its items in order; with `hard_delete`, deleted items and all
+    items of a deleted record are left out. A record left with no item contributes one marker
+    row instead.
     """
     records = len(parent_deleted)
     if lists is None or pa.types.is_null(lists.type):
         lists = pa.nulls(records, pa.list_(pa.null()))
     if not pa.types.is_list(lists.type):
-        raise Declined("lines are not an array")
-    lines = lists.flatten()
-    if lines.null_count:
-        raise Declined("a line is not an object")
-    if pa.types.is_null(lines.type):
-        lines_struct: pa.StructArray | None = None  # only empty lists
-    elif pa.types.is_struct(lines.type):
-        lines_struct = lines
-        key = field_or_none(lines, "key")
-        if key is None or not pa.types.is_string(key.type) or key.null_count:
-            raise Declined("a line has no key")
-        if len(key) and pc.min(pc.utf8_length(key)).as_py() == 0:
-            raise Declined("a line has an empty key")
+        raise Declined("a child list is not an array")
+    items = lists.flatten()
+    if items.null_count:
+        raise Declined("a child item is not an object")
+    if pa.types.is_null(items.type):
+        items_struct: pa.StructArray | None = None  # only empty lists
+    elif pa.types.is_struct(items.type):
+        items_struct = items
+        if key_required and len(items):
+            key = field_or_none(items, "key")
+            if key is None or not pa.types.is_string(key.type) or key.null_count:
+                raise Declined("a child item has no key")
+            if len(key) and pc.min(pc.utf8_length(key)).as_py() == 0:
+                raise Declined("a child item has an empty key")
     else:
-        raise Declined("a line is not an object")
+        raise Declined("a child item is not an object")
 
     parent = pc.list_parent_indices(lists).cast(pa.int64())
+    starts = pc.list_value_length(lists).fill_null(0)
+    offsets = pc.subtract(pc.cumulative_sum(starts), starts).cast(pa.int64())
+    position = pc.add(pc.subtract(pa.array(range(len(items)), pa.int64()), offsets.take(parent)), 1)
     own_deleted = _text_or_nulls(
-        None if lines_struct is None else field_or_none(lines_struct, "deletedAt"), len(lines)
+        None if items_struct is None else field_or_none(items_struct, "deletedAt"), len(items)
     )
     deleted = pc.coalesce(own_deleted, _text_or_nulls(parent_deleted, records).take(parent))
     if pc.any(pc.equal(pc.utf8_length(deleted), 0)).as_py():
         raise Declined("an empty deletedAt")
     if not hard_delete and _every_list_has_items(lists):
-        # the common page: every record keeps all of its lines, in order, and needs no marker
+        # the common page: every record keeps all of its items, in order, and needs no marker
         return ChildRows(
-            lines=lines_struct,
+            items=items_struct,
             parent=parent,
-            is_marker=pa.nulls(len(lines), pa.bool_()),
+            position=position,
+            is_marker=pa.nulls(len(items), pa.bool_()),
             deleted_at=deleted,
         )
     kept = pc.indices_nonzero(pc.is_null(deleted)) if hard_delete else None
     kept_parent = parent if kept is None else parent.take(kept)
-    kept_line = pa.array(range(len(lines)), pa.int64()) if kept is None else kept.cast(pa.int64())
+    kept_item = pa.array(range(len(items)), pa.int64()) if kept is None else kept.cast(pa.int64())
 
     everyone = pa.array(range(records), pa.int64())
     markers = pc.indices_nonzero(pc.invert(pc.is_in(everyone, pc.unique(kept_parent))))
     markers = markers.cast(pa.int64())
     row_parent = pa.concat_arrays([kept_parent, markers])
-    row_line = pa.concat_arrays([kept_line, pa.nulls(len(markers), pa.int64())])
-    order = pc.sort_indices(row_parent)  # stable: a record's lines keep their order
+    row_item = pa.concat_arrays([kept_item, pa.nulls(len(markers), pa.int64())])
+    order = pc.sort_indices(row_parent)  # stable: a record's items keep their order
     row_parent = row_parent.take(order)
-    row_line = row_line.take(order)
-    is_marker = pc.if_else(pc.is_null(row_line), True, pa.scalar(None, pa.bool_()))
+    row_item = row_item.take(order)
+    is_marker = pc.if_else(pc.is_null(row_item), True, pa.scalar(None, pa.bool_()))
     return ChildRows(
-        lines=None if lines_struct is None else lines_struct.take(row_line),
+        items=None if items_struct is None else items_struct.take(row_item),
         parent=row_parent,
+        position=position.take(row_item).fill_null(0),
         is_marker=is_marker,
-        deleted_at=deleted.take(row_line),
+        deleted_at=deleted.take(row_item),
     )
 
 

@@ -1,23 +1,28 @@
 """Errors raised by the Makini source.
 
 Every error that comes from a request names the connection, the entity, the HTTP status,
-Makini's error code and the request id, and never the token::
+Makini's error code and the request id (where the server sends one; otherwise the request
+itself: method, path and page), and never a token: every message passes `redact.scrub`::
 
     MakiniError
     ├── ConfigurationError            bad arguments or configuration; nothing was requested
     ├── ConnectionsFailed             after a run: the connections that failed, and why
     ├── MakiniAPIError                the API answered with an error, or not at all
     │   ├── RetriableAPIError         worth another try: 429, 5xx, timeouts, cut-off bodies
-    │   │   └── RateLimitError        429, carries the server's Retry-After
+    │   │   ├── RateLimitError        429, carries the server's Retry-After
+    │   │   └── UnreachableError      no connection to the host (refused, DNS): fails fast
     │   └── FatalAPIError             retrying cannot help
-    │       ├── BadRequestError       400: a bad parameter or cursor
+    │       ├── BadRequestError       400/422: a bad parameter, filter or cursor
     │       ├── ReauthorizationRequired   401: the token is invalid, expired or revoked
     │       ├── PermissionDeniedError 403: the account may not read this entity
-    │       └── NotFoundError         404: unknown entity path
+    │       ├── NotFoundError         404: unknown path (or a record that no longer exists)
+    │       └── WaitTooLongError      the server asked for a wait longer than allowed
     └── ContractViolationError        a 200 answer that breaks the contract (bad record, body or cursor)
 """
 
 from __future__ import annotations
+
+from makini_source.redact import scrub
 
 
 class MakiniError(Exception):
@@ -37,7 +42,7 @@ class ConnectionsFailed(MakiniError):
 
     def __init__(self, failures: dict[str, MakiniError]) -> None:
         self.failures = dict(failures)
-        lines = [f"  {name}: {error}" for name, error in sorted(self.failures.items())]
+        lines = [f"  {name}: {scrub(str(error))}" for name, error in sorted(self.failures.items())]
         super().__init__(
             f"{len(self.failures)} connection(s) failed; the others were loaded:\n"
             + "\n".join(lines)
@@ -59,13 +64,15 @@ class _ContextError(MakiniError):
         status: int | None = None,
         code: str | None = None,
         request_id: str | None = None,
+        url: str | None = None,
     ) -> None:
-        self.message = message
+        self.message = scrub(message)
         self.connection = connection
         self.entity = entity
         self.status = status
         self.code = code
-        self.request_id = request_id
+        self.request_id = scrub(request_id) if request_id else request_id
+        self.url = url
         super().__init__(self._render())
 
     def _render(self) -> str:
@@ -75,9 +82,10 @@ class _ContextError(MakiniError):
             f"status={self.status}" if self.status is not None else None,
             f"code={self.code}" if self.code else None,
             f"request_id={self.request_id}" if self.request_id else None,
+            f"request={self.url}" if self.url and not self.request_id else None,
         ]
         context = ", ".join(p for p in parts if p)
-        return f"{self.message} [{context}]" if context else self.message
+        return scrub(f"{self.message} [{context}]" if context else self.message)
 
     def _context(self) -> dict:  # type: ignore[type-arg]
         return {
@@ -86,11 +94,16 @@ class _ContextError(MakiniError):
             "status": self.status,
             "code": self.code,
             "request_id": self.request_id,
+            "url": self.url,
         }
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         # keyword-only arguments need help to survive pickling (dlt pickles step exceptions)
         return (_rebuild, (type(self), self.message, self._context()))
+
+    def _context_without(self, *names: str) -> dict:  # type: ignore[type-arg]
+        """The context as keyword arguments, without `names` (to raise a derived error)."""
+        return {k: v for k, v in self._context().items() if k not in names}
 
 
 def _rebuild(cls: type, message: str, context: dict) -> _ContextError:  # type: ignore[type-arg]
@@ -120,6 +133,14 @@ class RateLimitError(RetriableAPIError):
     """429: the connection's rate limit was hit; `retry_after` is the server's `Retry-After`."""
 
 
+class UnreachableError(RetriableAPIError):
+    """The host could not be reached (connection refused, DNS failure, connect timeout).
+
+    Retried like any transient failure once the server has answered this run; before that
+    (a wrong host or port), the connection fails at once, naming the host.
+    """
+
+
 class FatalAPIError(MakiniAPIError):
     """A failure that another try cannot fix."""
 
@@ -137,7 +158,12 @@ class PermissionDeniedError(FatalAPIError):
 
 
 class NotFoundError(FatalAPIError):
-    """404: the API does not know this entity path."""
+    """404: the API does not know this path (or the record no longer exists)."""
+
+
+class WaitTooLongError(FatalAPIError):
+    """The server asked for a wait (Retry-After, a rate-limit hold) longer than
+    `max_wait_seconds`: the connection fails at once instead of sleeping for it."""
 
 
 class ContractViolationError(_ContextError):

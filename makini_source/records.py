@@ -1,24 +1,26 @@
 """Turns pages of Makini records into Arrow tables, one table per destination table.
 
 Building Arrow tables per page (instead of yielding dicts through dlt's normalizer) is what
-keeps large syncs fast, and it lets every money field travel as an exact decimal and every
-timestamp as a timezone-aware timestamp. Column names follow dlt's snake_case convention
-(`orderNo` -> `order_no`, `customFields.Cost Center` -> `custom_fields__cost_center`), so
-the tables look exactly as dlt would have named them.
+keeps large syncs fast, and it lets every field land with the type the catalogue gives it:
+money as exact decimals, timestamps in UTC, date-only fields as dates. Column names follow
+dlt's snake_case convention (`orderNo` -> `order_no`, `customFields.Cost Center` ->
+`custom_fields__cost_center`), so the tables look exactly as dlt would have named them.
 
-A page arrives either as Arrow records (`columnar.PageReader`, the fast path) or as parsed
-JSON (the exact path, also taken whenever the fast path declines a page); both build the
-same tables through `RecordConverter._table`.
+A page arrives either as Arrow records (`columnar.PageDecoder`, the fast path) or as parsed
+JSON (the exact path, also taken whenever the fast path declines a page); both build the same
+tables through `RecordConverter._table`. Both dialects feed this one converter: the unified
+dialect's custom fields (extra top-level keys) are nested under `customFields` first, so they
+make the same columns as v1's `customFields` object.
 """
 
 from __future__ import annotations
 
-import operator
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import (
-    Any,
-)
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -26,381 +28,535 @@ import pyarrow.compute as pc
 from dlt.common.normalizers.naming.snake_case import NamingConvention
 
 from makini_source import columnar
-from makini_source.columnar import ArrowRecords, Declined
+from makini_source.catalogue import POSITION_COLUMN, Child, Entity, Field, FieldType
+from makini_source.columnar import ArrowRecords, Declined, DecodedPage
 from makini_source.exceptions import ContractViolationError
+from makini_source.hints import replaced_per_connection
 from makini_source.settings import (
-    BOOLEAN_FIELDS,
     CONNECTION_COLUMN,
-    DECIMAL_FIELDS,
+    CUSTOM_FIELDS,
     DECIMAL_PRECISION,
     DECIMAL_SCALE,
-    LINE_MARKER_COLUMN,
-    PARENT_KEY_COLUMN,
-    PARENT_VERSION_COLUMN,
-    TIMESTAMP_FIELDS,
-    EntitySpec,
+    MARKER_COLUMN,
+    RESERVED_PREFIX,
 )
 
 DECIMAL_TYPE = pa.decimal128(DECIMAL_PRECISION, DECIMAL_SCALE)
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
-CUSTOM_FIELDS = "customFields"
-NOT_NULL_COLUMNS = frozenset({CONNECTION_COLUMN, "key", PARENT_KEY_COLUMN})
 
 Path = tuple[str, ...]
 _NONE_TYPE = type(None)
-_MARKER_LINE: Mapping[str, Any] = {"key": ""}  # the one row a PO without lines sends
+_INTEGER_TEXT = re.compile(r"-?\d+")
+_NUMBER_TEXT = re.compile(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
-_CATALOGUE_TYPED = DECIMAL_FIELDS | TIMESTAMP_FIELDS | BOOLEAN_FIELDS
-# the types an inferred column can take, by dlt data type and back
-_ARROW_TYPES: dict[str, pa.DataType] = {
+# the Arrow type of each catalogue type (object and json are not columns of their own type)
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "text": pa.string(),
+    "json": pa.string(),
+    "bigint": pa.int64(),
+    "double": pa.float64(),
+    "bool": pa.bool_(),
+    "decimal": DECIMAL_TYPE,
+    "timestamp": TIMESTAMP_TYPE,
+    "date": pa.date32(),
+}
+# types whose values must be valid: an invalid one is a contract violation, never a variant
+STRICT_TYPES = frozenset({"decimal", "timestamp", "date"})
+# inferred columns (custom fields, fields the catalogue does not know), by dlt type and back
+_INFERRED_TYPES: dict[str, pa.DataType] = {
     "text": pa.string(),
     "bigint": pa.int64(),
     "double": pa.float64(),
     "bool": pa.bool_(),
 }
-_DLT_TYPES: dict[pa.DataType, str] = {arrow: dlt_type for dlt_type, arrow in _ARROW_TYPES.items()}
+_DLT_TYPES: dict[pa.DataType, str] = {arrow: name for name, arrow in _INFERRED_TYPES.items()}
 
 
 @dataclass
 class PageTables:
-    """The Arrow tables built from one page."""
+    """The Arrow tables built from one page (or from pages converted together).
+
+    Attributes:
+        main: The entity's table, or None for a page without records.
+        children: Child table -> its rows (marker rows included).
+        live_children: Child table -> rows that are real children (not markers).
+    """
 
     main: pa.Table | None
-    children: pa.Table | None
-    live_children: int = 0
+    children: dict[str, pa.Table] = field(default_factory=dict)
+    live_children: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    """How one destination table is built from records: its declared columns and their types.
+
+    Attributes:
+        table: The destination table.
+        label: The entity (or `entity.field` of a child) named in errors.
+        types: Declared leaf path -> catalogue type, in column order.
+        fixed: The source's own columns, which record data may never set.
+    """
+
+    table: str
+    label: str
+    types: dict[Path, FieldType]
+    fixed: frozenset[str]
+
+    @classmethod
+    def of(cls, table: str, label: str, fields: Iterable[Field], fixed: Iterable[str]) -> TablePlan:
+        types: dict[Path, FieldType] = {}
+        _declare(fields, (), types)
+        return cls(table, label, types, frozenset(fixed))
+
+
+def _declare(fields: Iterable[Field], prefix: Path, types: dict[Path, FieldType]) -> None:
+    for item in fields:
+        path = prefix + (item.name,)
+        if item.type == "object":
+            if item.open or not item.fields:
+                types[path] = "object"  # its keys come from the data, at this place
+            else:
+                _declare(item.fields, path, types)
+        else:
+            types[path] = item.type
+
+
+def main_plan(entity: Entity) -> TablePlan:
+    """The plan of an entity's own table: `connection_id`, then the record's fields.
+
+    Every table has `deleted_at`, also where the entity has no `deletedAt` (unified POs): the
+    records a run finds deleted carry it there.
+    """
+    fields = list(entity.fields)
+    if not any(item.name == "deletedAt" for item in fields):
+        fields.append(Field("deletedAt", "timestamp"))
+    fixed = [CONNECTION_COLUMN]
+    if replaced_per_connection(entity):
+        fixed.append(MARKER_COLUMN)
+    return TablePlan.of(entity.table, entity.name, fields, fixed)
+
+
+def child_plan(entity: Entity, child: Child) -> TablePlan:
+    """The plan of a child table: its parent's key (and version), then the item's fields."""
+    fixed = [CONNECTION_COLUMN, child.parent_key_column, MARKER_COLUMN]
+    if child.identity == "position":
+        fixed.append(POSITION_COLUMN)
+    if child.parent_version_column:
+        fixed.append(child.parent_version_column)
+    fields = list(child.fields)
+    if not any(item.name == "deletedAt" for item in fields):
+        # children of a deleted parent carry its deletedAt, whether or not they have their own
+        fields.append(Field("deletedAt", "timestamp"))
+    return TablePlan.of(child.table, f"{entity.name}.{child.field}", fields, fixed)
 
 
 class RecordConverter:
     """Converts one entity's records to Arrow, page by page.
 
     Args:
-        spec: The entity being read.
-        connection: The connection's configured name, stored in `connection_id`.
-        hard_delete: Whether tombstones delete rows (otherwise they keep `deleted_at`).
+        entity: The entity being read (its catalogue entry).
+        connection: The connection's name, stored in `connection_id`.
+        hard_delete: Whether deleted records and children are left out (their rows are then
+            deleted in the destination) instead of kept with `deleted_at`.
+        custom_fields_at_top_level: The dialect sends custom fields as extra top-level keys
+            (unified), not in a `customFields` object (v1).
         known_types: Column name -> dlt data type of a table, as the schema knows it.
-        settled_types: The column types settled so far, shared by the converters of every
-            connection of a run, so a column gets one type in a run whichever connection's
-            page comes first (dlt cannot write two types of one column to one file).
+        settled_types: The inferred column types settled so far, shared by the converters of
+            every connection of a run, so a custom field gets one type in a run whichever
+            connection's page comes first (dlt cannot write two types of one column to one file).
     """
 
     def __init__(
         self,
-        spec: EntitySpec,
+        entity: Entity,
         connection: str,
         hard_delete: bool = False,
+        custom_fields_at_top_level: bool = False,
         known_types: Callable[[str], Mapping[str, str]] | None = None,
         settled_types: dict[tuple[str, str], pa.DataType] | None = None,
     ) -> None:
-        self.spec = spec
+        self.entity = entity
         self.connection = connection
         self.hard_delete = hard_delete
+        self.declined_pages = 0
+        self.custom_fields_at_top_level = custom_fields_at_top_level
+        self._known_fields = frozenset(
+            [item.name for item in entity.fields] + [c.field for c in entity.children]
+        )
+        self._children = {child.field for child in entity.children}
+        self._plan = main_plan(entity)
+        self._child_plans = [(child, child_plan(entity, child)) for child in entity.children]
+        self._key_required = entity.primary_key == "key"
+        self._time_field = entity.cursor_field
+        self._version_field = "updatedAt" if entity.cursor_field == "updatedAt" else None
         self._naming = NamingConvention()
         self._names: dict[Path, str] = {}
         self._known_types = known_types
         self._types = {} if settled_types is None else settled_types
-        self.declined_pages = 0
+
+    # --- pages ----------------------------------------------------------------------------
 
     def convert(
-        self, records: Sequence[Any] | ArrowRecords, request_id: str | None = None
+        self, page: DecodedPage | Sequence[Any], request_id: str | None = None
     ) -> PageTables:
         """Validates and converts one page.
 
         Args:
-            records: The page's records: parsed JSON, or `ArrowRecords` from
-                `columnar.PageReader` (converted column by column; a page the Arrow path
-                declines is parsed again from its body and converted the exact way).
+            page: The page (`DecodedPage`), or its records as parsed JSON.
             request_id: The page's request id, for errors.
 
         Raises:
-            ContractViolationError: A record is not an object, lacks `key` or `updatedAt`, or
-                holds a value that cannot be read as its field's type.
+            ContractViolationError: A record is not an object, lacks its key or cursor time,
+                or holds a value that cannot be read as its field's type.
         """
+        if not isinstance(page, DecodedPage):
+            return self._convert_json(page, request_id)
+        records = page.records
         if isinstance(records, ArrowRecords):
             try:
                 return self._convert_arrow(records.records, request_id)
             except Declined:
                 self.declined_pages += 1
-                return self._convert_json(orjson.loads(records.body)["data"], request_id)
-        return self._convert_json(records, request_id)
+                records = page.exact_records()
+        return self._convert_json(records, request_id, page)
 
-    def convert_pages(self, pages: Sequence[tuple[ArrowRecords, str | None]]) -> list[PageTables]:
-        """Converts several pages of one record type (`ArrowRecords` with equal types) at once.
+    def convert_pages(self, pages: Sequence[tuple[DecodedPage, str | None]]) -> list[PageTables]:
+        """Converts several Arrow pages of one record type (equal struct types) at once.
 
         The pages' records are converted as one page (one set of pyarrow calls per column
         instead of one per page). If the Arrow path declines them together, each page is
         converted on its own, so a bad value is still reported with its page's request id.
 
-        Args:
-            pages: (records, request id) of each page, in order.
-
         Returns:
             The tables: one `PageTables` for all pages, or one per page.
         """
         if len(pages) > 1:
-            together = pa.concat_arrays([records.records for records, _ in pages])
+            together = pa.concat_arrays([page.records.records for page, _ in pages])
             try:
                 return [self._convert_arrow(together, None)]
             except Declined:
                 pass
-        return [self.convert(records, request_id) for records, request_id in pages]
+        return [self.convert(page, request_id) for page, request_id in pages]
 
-    def _convert_json(self, records: Sequence[Any], request_id: str | None) -> PageTables:
+    def _convert_json(
+        self, records: Sequence[Any], request_id: str | None, page: DecodedPage | None = None
+    ) -> PageTables:
         """`convert` for parsed JSON: the exact path."""
         if not records:
-            return PageTables(None, None)
+            return PageTables(None)
         for record in records:
             self._validate(record, request_id)
-        skip = (self.spec.child_field,) if self.spec.child_field else ()
+        try:
+            return self._tables_json(records, request_id)
+        except _InexactNumber:
+            if page is None:
+                raise ContractViolationError(
+                    "a decimal came as a JSON number read as a float; its exact digits are lost",
+                    **self._context(request_id),
+                ) from None
+            # a decimal came as a JSON number: read the page again keeping every digit
+            return self._tables_json(page.exact_records(exact_numbers=True), request_id)
+
+    def _tables_json(self, records: Sequence[dict[str, Any]], request_id: str | None) -> PageTables:
+        if self.custom_fields_at_top_level:
+            records = [self._nest_custom_fields(record) for record in records]
         main = self._table(
-            _flat_columns(records, skip),
+            self._plan,
+            _flat_columns(records, self._children),
             {CONNECTION_COLUMN: [self.connection] * len(records)},
             request_id,
-            self.spec.name,
-            self.spec.table,
-            self.spec.fields,
         )
-        children = self._children(records, request_id) if self.spec.child_field else None
-        markers = (
-            0 if children is None else (pc.sum(children.column(LINE_MARKER_COLUMN)).as_py() or 0)
-        )
-        live = 0 if children is None else children.num_rows - markers
-        return PageTables(main, children, live)
+        tables = PageTables(main)
+        for child, plan in self._child_plans:
+            table, live = self._children_json(child, plan, records, request_id)
+            tables.children[child.table] = table
+            tables.live_children[child.table] = live
+        return tables
 
     def _convert_arrow(self, records: pa.StructArray, request_id: str | None) -> PageTables:
-        """`convert` for a page read by `columnar.PageReader`; raises `Declined`."""
+        """`convert` for records read by `columnar.PageDecoder`; raises `Declined`."""
         if not len(records):
-            return PageTables(None, None)
-        columnar.check_records(records)
-        child_field = self.spec.child_field
+            return PageTables(None)
+        columnar.check_records(records, self._key_required, self._time_field)
+        if self.custom_fields_at_top_level:
+            records = columnar.nest_fields(records, self._known_fields, CUSTOM_FIELDS)
         main = self._table(
-            columnar.flatten(records, (child_field,) if child_field else ()),
+            self._plan,
+            columnar.flatten(records, tuple(self._children)),
             {CONNECTION_COLUMN: [self.connection] * len(records)},
             request_id,
-            self.spec.name,
-            self.spec.table,
-            self.spec.fields,
         )
-        if child_field is None:
-            return PageTables(main, None)
+        tables = PageTables(main)
         parent_deleted = columnar.field_or_none(records, "deletedAt")
-        rows = columnar.child_rows(
-            columnar.field_or_none(records, child_field),
-            pa.nulls(len(records)) if parent_deleted is None else parent_deleted,
-            self.hard_delete,
-        )
-        if rows.lines is None:
-            line_columns: dict[Path, pa.Array] = {("key",): pa.array([""] * len(rows.parent))}
-        else:
-            line_columns = columnar.flatten(rows.lines)
-            line_columns[("key",)] = line_columns[("key",)].fill_null("")
-            if pc.any(pc.invert(pc.is_valid(rows.is_marker))).as_py():
-                # lines carry their own or their record's deletedAt (a copy of the exact
-                # path's `_with_deleted_at`)
-                line_columns[("deletedAt",)] = rows.deleted_at
-        assert self.spec.child_table is not None
-        table = self._table(
-            line_columns,
-            {
+        if parent_deleted is None:
+            parent_deleted = pa.nulls(len(records), pa.string())
+        for child, plan in self._child_plans:
+            rows = columnar.child_rows(
+                columnar.field_or_none(records, child.field),
+                parent_deleted,
+                self.hard_delete,
+                key_required=child.identity == "key",
+            )
+            columns = {} if rows.items is None else columnar.flatten(rows.items)
+            if child.identity == "key":
+                keys = columns.get(("key",), pa.nulls(len(rows.parent), pa.string()))
+                columns[("key",)] = keys.fill_null("")
+            columns[("deletedAt",)] = rows.deleted_at
+            fixed: dict[str, pa.Array | list[Any]] = {
                 CONNECTION_COLUMN: [self.connection] * len(rows.parent),
-                PARENT_KEY_COLUMN: records.field("key").take(rows.parent),
-            },
-            request_id,
-            f"{self.spec.name}.{child_field}",
-            self.spec.child_table,
-            self.spec.child_fields,
-        )
-        versions = self._typed(
-            records.field("updatedAt").take(rows.parent), "updatedAt", request_id, ""
-        )
-        table = table.append_column(PARENT_VERSION_COLUMN, versions)
-        table = table.append_column(LINE_MARKER_COLUMN, rows.is_marker)
-        markers = len(rows.parent) - pc.sum(pc.is_null(rows.is_marker)).as_py()
-        return PageTables(main, table, len(rows.parent) - markers)
+                child.parent_key_column: records.field("key").take(rows.parent),
+            }
+            if child.identity == "position":
+                fixed[POSITION_COLUMN] = rows.position
+            table = self._table(plan, columns, fixed, request_id)
+            table = self._append_version_and_marker(
+                table, child, plan, records, rows.parent, rows.is_marker, request_id
+            )
+            markers = pc.sum(pc.fill_null(rows.is_marker, False)).as_py() or 0
+            tables.children[child.table] = table
+            tables.live_children[child.table] = len(rows.parent) - markers
+        return tables
 
-    # --- validation -------------------------------------------------------------------
+    # --- validation -------------------------------------------------------------------------
 
-    def _validate(self, record: Any, request_id: str | None) -> None:
-        context = {
+    def _context(self, request_id: str | None, entity: str | None = None) -> dict[str, Any]:
+        return {
             "connection": self.connection,
-            "entity": self.spec.name,
+            "entity": entity or self.entity.name,
             "request_id": request_id,
         }
+
+    def _validate(self, record: Any, request_id: str | None) -> None:
+        context = self._context(request_id)
         if not isinstance(record, dict):
             raise ContractViolationError("record is not a JSON object", **context)
         key = record.get("key")
-        if not isinstance(key, str) or not key:
+        if self._key_required and (not isinstance(key, str) or not key):
             raise ContractViolationError("record has no 'key'", field="key", **context)
-        if not isinstance(record.get("updatedAt"), str):
+        time_field = self._time_field
+        if time_field is not None and not isinstance(record.get(time_field), str):
             raise ContractViolationError(
-                f"record {key!r} has no 'updatedAt'", field="updatedAt", **context
+                f"record {key!r} has no '{time_field}'", field=time_field, **context
             )
 
-    # --- child rows (purchase order lines) --------------------------------------------
+    def _nest_custom_fields(self, record: dict[str, Any]) -> dict[str, Any]:
+        extra = {k: v for k, v in record.items() if k not in self._known_fields}
+        if not extra:
+            return record
+        nested = {k: v for k, v in record.items() if k in self._known_fields}
+        nested[CUSTOM_FIELDS] = {**(record.get(CUSTOM_FIELDS) or {}), **extra}
+        return nested
 
-    def _children(
-        self, records: Sequence[Mapping[str, Any]], request_id: str | None
-    ) -> pa.Table | None:
-        """Rows of the child table: every current line of every PO on the page.
+    # --- children -----------------------------------------------------------------------------
 
-        Each PO on the page replaces all of its lines in the destination (the child table
-        merges on the PO's key). A PO that has no line left still sends one marker row, so
-        that its old lines are deleted; markers are never inserted.
+    def _children_json(
+        self,
+        child: Child,
+        plan: TablePlan,
+        records: Sequence[Mapping[str, Any]],
+        request_id: str | None,
+    ) -> tuple[pa.Table, int]:
+        """Rows of a child table: every current item of every record on the page.
+
+        Each record on the page replaces all of its children in the destination (the child
+        table merges on the parent's key). A record with no child left still sends one marker
+        row, so that its old children are deleted; markers are never inserted.
         """
-        child_field = self.spec.child_field
-        assert child_field is not None
-        rows: list[Mapping[str, Any]] = []
-        parents: list[str] = []
-        versions: list[str] = []
+        context = self._context(request_id, plan.label)
+        key_identity = child.identity == "key"
+        items_out: list[Mapping[str, Any]] = []
+        parents: list[int] = []
+        positions: list[int] = []
         markers: list[bool | None] = []
-        for record in records:
-            lines = record.get(child_field) or []
-            if not isinstance(lines, list):
+        for index, record in enumerate(records):
+            items = record.get(child.field)
+            if items is None:
+                items = []
+            if not isinstance(items, list):
                 raise ContractViolationError(
-                    f"record {record['key']!r}: {child_field} is not an array",
-                    field=child_field,
-                    connection=self.connection,
-                    entity=self.spec.name,
-                    request_id=request_id,
+                    f"record {record.get('key')!r}: {child.field} is not an array",
+                    field=child.field,
+                    **context,
                 )
-            parent_deleted_at = record.get("deletedAt")
+            parent_deleted = record.get("deletedAt")
             emitted = 0
-            if not (self.hard_delete and parent_deleted_at):
-                for line in lines:
-                    if (
-                        not isinstance(line, dict)
-                        or not isinstance(line.get("key"), str)
-                        or not line["key"]
+            if not (self.hard_delete and parent_deleted):
+                for position, item in enumerate(items, start=1):
+                    if not isinstance(item, dict) or (
+                        key_identity and (not isinstance(item.get("key"), str) or not item["key"])
                     ):
+                        what = "has no 'key'" if isinstance(item, dict) else "is not an object"
                         raise ContractViolationError(
-                            f"record {record['key']!r}: a line has no 'key'",
-                            field=f"{child_field}.key",
-                            connection=self.connection,
-                            entity=self.spec.name,
-                            request_id=request_id,
+                            f"record {record.get('key')!r}: an item of {child.field} {what}",
+                            field=f"{child.field}.key" if isinstance(item, dict) else child.field,
+                            **context,
                         )
-                    own_deleted_at = line.get("deletedAt")
-                    deleted_at = own_deleted_at or parent_deleted_at
-                    if deleted_at and self.hard_delete:
+                    own_deleted = item.get("deletedAt")
+                    deleted = own_deleted or parent_deleted
+                    if deleted and self.hard_delete:
                         continue
-                    if isinstance(deleted_at, dict):
-                        raise ContractViolationError(
-                            f"value {deleted_at!r} is not a valid RFC 3339 timestamp",
-                            field="deletedAt",
-                            connection=self.connection,
-                            entity=f"{self.spec.name}.{child_field}",
-                            request_id=request_id,
-                        )
-                    if deleted_at is not own_deleted_at or "deletedAt" not in line:
-                        # a line of a deleted PO is not live either (a copy: the page stays as read)
-                        line = _with_deleted_at(line, deleted_at)
-                    rows.append(line)
+                    if deleted is not own_deleted or "deletedAt" not in item:
+                        item = {**item, "deletedAt": deleted}  # a copy: the page stays as read
+                    items_out.append(item)
+                    positions.append(position)
                     markers.append(None)
                     emitted += 1
             if emitted == 0:
-                rows.append(_MARKER_LINE)
+                items_out.append({"key": ""} if key_identity else {})
+                positions.append(0)
                 markers.append(True)
                 emitted = 1
-            parents.extend([record["key"]] * emitted)
-            versions.extend([record["updatedAt"]] * emitted)
-        fixed = {
-            CONNECTION_COLUMN: [self.connection] * len(rows),
-            PARENT_KEY_COLUMN: parents,
+            parents.extend([index] * emitted)
+        columns = _flat_columns(items_out, ())
+        if ("deletedAt",) not in columns:
+            columns[("deletedAt",)] = [None] * len(items_out)
+        parent_keys = [records[i].get("key") for i in parents]
+        fixed: dict[str, list[Any] | pa.Array] = {
+            CONNECTION_COLUMN: [self.connection] * len(items_out),
+            child.parent_key_column: parent_keys,
         }
-        assert self.spec.child_table is not None
-        table = self._table(
-            _flat_columns(rows, ()),
-            fixed,
-            request_id,
-            f"{self.spec.name}.{child_field}",
-            self.spec.child_table,
-            self.spec.child_fields,
+        if child.identity == "position":
+            fixed[POSITION_COLUMN] = pa.array(positions, pa.int64())
+        table = self._table(plan, columns, fixed, request_id)
+        is_marker = pa.array(markers, pa.bool_())
+        versions = [records[i].get("updatedAt") for i in parents]
+        table = self._append_version_and_marker(
+            table, child, plan, versions, None, is_marker, request_id
         )
-        table = table.append_column(
-            PARENT_VERSION_COLUMN,
-            self._typed(versions, "updatedAt", request_id, PARENT_VERSION_COLUMN),
-        )
-        return table.append_column(LINE_MARKER_COLUMN, pa.array(markers, pa.bool_()))
+        return table, len(items_out) - sum(1 for m in markers if m)
 
-    # --- column building ----------------------------------------------------------------
+    def _append_version_and_marker(
+        self,
+        table: pa.Table,
+        child: Child,
+        plan: TablePlan,
+        records: pa.StructArray | list[Any],
+        parent: pa.Array | None,
+        is_marker: pa.Array,
+        request_id: str | None,
+    ) -> pa.Table:
+        """Adds the parent's version (the child rows' dedup order) and the marker flag."""
+        if child.parent_version_column:
+            if isinstance(records, pa.StructArray):
+                assert parent is not None
+                values: pa.Array | list[Any] = records.field("updatedAt").take(parent)
+            else:
+                values = records
+            versions = self._typed(values, "timestamp", request_id, "updatedAt", plan.label)
+            table = table.append_column(child.parent_version_column, versions)
+        return table.append_column(pa.field(MARKER_COLUMN, pa.bool_()), is_marker)
+
+    # --- column building ------------------------------------------------------------------------
 
     def _table(
         self,
+        plan: TablePlan,
         flat_columns: Mapping[Path, list[Any] | pa.Array],
         fixed: Mapping[str, list[Any] | pa.Array],
         request_id: str | None,
-        entity: str,
-        table_name: str,
-        fields: Sequence[str],
     ) -> pa.Table:
-        """Builds one table: the fixed columns, then the record's columns.
+        """Builds one table: the fixed columns, then every declared column, then the rest.
 
-        The record's columns come in the catalogue's order (`fields`), the rest after them in
-        the order they first appear. A typed field of the catalogue (decimal, timestamp,
-        boolean) no record carries still gets its null column: its type is known, and both
-        conversion paths then make the same table.
+        Declared columns come in the catalogue's order and exist even while no record carries
+        a value (their type is known, and both conversion paths then make the same table);
+        columns the catalogue does not know (custom fields, new fields) follow in the order
+        they first appear.
         """
+        rows = len(next(iter(fixed.values())))
         columns: dict[str, pa.Array] = {
             name: values if isinstance(values, pa.Array) else pa.array(values, pa.string())
             for name, values in fixed.items()
         }
-        rows = len(next(iter(fixed.values())))
-        flat_columns = dict(flat_columns)
-        for name in fields:
-            if name in _CATALOGUE_TYPED:
-                flat_columns.setdefault((name,), [None] * rows)
-        position = {name: index for index, name in enumerate(fields)}
-        last = len(fields)
-        in_order = sorted(flat_columns.items(), key=lambda item: position.get(item[0][0], last))
-        for path, values in in_order:
-            name = self._column_name(path)
-            typed_field = None if path[0] == CUSTOM_FIELDS else path[-1]
-            array = self._typed(values, typed_field, request_id, ".".join(path), entity)
-            if array is None:
+        undeclared = [path for path in flat_columns if path not in plan.types]
+        for path, kind in plan.types.items():
+            if kind == "object":
+                # an open object: its keys become columns where it stands
+                for sub in [p for p in undeclared if p[: len(path)] == path]:
+                    self._add_inferred(plan, columns, sub, flat_columns[sub])
+                    undeclared.remove(sub)
+                if path in flat_columns:  # a scalar where an object belongs
+                    self._add_inferred(plan, columns, path, flat_columns[path])
                 continue
-            if typed_field not in _CATALOGUE_TYPED:
-                name, array = self._settle_type(table_name, name, array)
-            columns[name] = array
-        # key columns are declared NOT NULL in the dlt schema; say so in the Arrow schema too
+            values = flat_columns.get(path)
+            if values is None:  # no record carries it: its column all the same
+                columns[self._column_name(plan, path)] = pa.nulls(rows, ARROW_TYPES[kind])
+                continue
+            for suffix, array in self._declared(values, kind, request_id, path, plan.label):
+                columns[self._column_name(plan, path) + suffix] = array
+        for path in undeclared:
+            self._add_inferred(plan, columns, path, flat_columns[path])
+        # key columns are NOT NULL in the dlt schema; say so in the Arrow schema too
+        not_null = {CONNECTION_COLUMN, "key"} | {
+            name for name in plan.fixed if name.endswith("_key")
+        }
         schema = pa.schema(
             [
-                pa.field(name, array.type, nullable=name not in NOT_NULL_COLUMNS)
+                pa.field(name, array.type, nullable=name not in not_null)
                 for name, array in columns.items()
             ]
         )
         return pa.Table.from_arrays(list(columns.values()), schema=schema)
 
+    def _add_inferred(
+        self,
+        plan: TablePlan,
+        columns: dict[str, pa.Array],
+        path: Path,
+        values: list[Any] | pa.Array,
+    ) -> None:
+        array = _inferred_arrow(values) if isinstance(values, pa.Array) else _inferred(values)
+        if array is None:
+            return  # every value null: no column (dlt could not type it)
+        name, array = self._settle_type(plan.table, self._column_name(plan, path), array)
+        columns[name] = array
+
+    def _declared(
+        self,
+        values: list[Any] | pa.Array,
+        kind: FieldType,
+        request_id: str | None,
+        path: Path,
+        label: str,
+    ) -> list[tuple[str, pa.Array]]:
+        """A declared column (and, on the exact path, its variant column for values that do
+        not fit a lenient type: `<column>__v_text`, JSON text)."""
+        if kind in STRICT_TYPES:
+            return [("", self._typed(values, kind, request_id, ".".join(path), label))]
+        if isinstance(values, pa.Array):
+            return [("", _lenient_arrow(values, kind))]
+        fitting, misfits = _lenient(values, kind)
+        result = [("", fitting)]
+        if misfits is not None:
+            result.append(("__v_text", misfits))
+        return result
+
     def _typed(
         self,
         values: list[Any] | pa.Array,
-        field: str | None,
+        kind: FieldType,
         request_id: str | None,
         label: str,
-        entity: str | None = None,
-    ) -> pa.Array | None:
-        """Builds one column, typed from the catalogue or inferred from its values.
+        entity: str,
+    ) -> pa.Array:
+        """A decimal, timestamp or date column; an invalid value is a contract violation.
 
         An Arrow column (the Arrow path) is converted the same way; one it cannot convert
         exactly raises `Declined`.
         """
         if isinstance(values, pa.Array):
-            return _typed_arrow(values, field)
+            return _strict_arrow(values, kind)
         try:
-            if field in DECIMAL_FIELDS:
-                return pc.cast(pa.array(values, pa.string()), DECIMAL_TYPE)
-            if field in TIMESTAMP_FIELDS:
-                return _timestamps(pa.array(values, pa.string()))
-            if field in BOOLEAN_FIELDS:
-                return pa.array(values, pa.bool_())
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
-            bad = _first_bad_value(values, field)
+            return _strict(values, kind)
+        except _InexactNumber:
+            raise
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+            bad = _first_bad_value(values, kind)
             raise ContractViolationError(
-                f"value {bad!r} is not a valid {_kind(field)} ({exc})",
+                f"value {bad!r} is not a valid {_KIND_NAMES[kind]} ({exc})",
                 field=label,
-                connection=self.connection,
-                entity=entity or self.spec.name,
-                request_id=request_id,
+                **self._context(request_id, entity),
             ) from None
-        return _inferred(values)
 
     def _settle_type(self, table: str, name: str, array: pa.Array) -> tuple[str, pa.Array]:
         """Keeps an inferred column's type stable across pages, connections and runs.
@@ -411,170 +567,254 @@ class RecordConverter:
         """
         established = self._types.get((table, name))
         if established is None and self._known_types is not None:
-            established = _ARROW_TYPES.get(self._known_types(table).get(name, ""))
+            established = _INFERRED_TYPES.get(self._known_types(table).get(name, ""))
         if established is None or established == array.type:
-            self._types[(table, name)] = array.type
+            # not settled yet: the first batch settles it (`settle_batch_types`), whichever
+            # connection's page came first
             return name, array
-        self._types[(table, name)] = established
-        if pa.types.is_string(established):
-            return name, pa.array(
-                [
-                    None if v is None else (v if isinstance(v, str) else orjson.dumps(v).decode())
-                    for v in array.to_pylist()
-                ],
-                pa.string(),
-            )
-        if pa.types.is_floating(established) and pa.types.is_integer(array.type):
-            return name, array.cast(pa.float64())
-        variant = f"{name}__v_{_DLT_TYPES[array.type]}"
-        self._types[(table, variant)] = array.type
-        return variant, array
+        return fit_inferred(array, established, name, self._types, table)
 
-    def _column_name(self, path: Path) -> str:
+    def _column_name(self, plan: TablePlan, path: Path) -> str:
         name = self._names.get(path)
         if name is None:
             name = "__".join(self._naming.normalize_identifier(part) for part in path)
             self._names[path] = name
+        if name in plan.fixed or name.startswith("_dlt"):
+            # record data never sets the source's own columns: it keeps its value under
+            # a name of its own
+            return RESERVED_PREFIX + name
         return name
 
 
-class SupersededChildren:
-    """Finds child rows that a newer version of their parent replaced within one run.
+def fit_inferred(
+    array: pa.Array,
+    established: pa.DataType,
+    name: str,
+    settled: dict[tuple[str, str], pa.DataType],
+    table: str,
+) -> tuple[str, pa.Array]:
+    """An inferred column made to fit its settled type: converted where that loses nothing
+    (numbers and booleans to text, integers to floats), else moved to a variant column
+    `<name>__v_<type>`, as dlt does."""
+    if array.type == established:
+        return name, array
+    if pa.types.is_string(established):
+        return name, _json_text(array.to_pylist())
+    if pa.types.is_floating(established) and pa.types.is_integer(array.type):
+        return name, array.cast(pa.float64())
+    variant = f"{name}__v_{_DLT_TYPES[array.type]}"
+    settled[(table, variant)] = array.type
+    return variant, array
 
-    A record that changes while a run lists it is read twice: its old version, then (further
-    on, or in a later time slice) its new one. The parent's merge keeps the newest version
-    (`dedup_sort` on `updated_at`), and each loaded parent replaces all its children, but the
-    children are deduplicated one by one: a line that only the old version had would survive
-    in the load. For every such line this emits a marker row (never inserted) carrying the
-    newest parent version, so that deduplication picks the marker and the line is dropped.
 
-    Only the key and version columns of each page are kept (~20 MB at 500,000 lines), and the
-    work at the end is one aggregation over the parents' keys.
+def settle_batch_types(
+    table: str, tables: list[pa.Table], settled: dict[tuple[str, str], pa.DataType]
+) -> list[pa.Table]:
+    """Gives every column of a batch's tables of one destination table one type.
 
-    Args:
-        connection: The connection's name, stored in `connection_id` of the markers.
+    Columns the catalogue types always agree; inferred ones (custom fields) may not: a field
+    that is text in one connection and a number in another. The widest type that loses
+    nothing wins (text over numbers and booleans, floats over integers), whichever
+    connection's pages came first, and is remembered for the rest of the run.
     """
-
-    def __init__(self, connection: str) -> None:
-        self._connection = connection
-        self._parents: list[tuple[pa.Array, pa.Array]] = []
-        self._children: list[tuple[pa.Array, pa.Array, pa.Array]] = []
-
-    def observe(self, tables: PageTables) -> None:
-        """Remembers the parent versions and child keys of converted tables."""
-        if tables.main is not None:
-            main = tables.main
-            self._parents.append((_column(main, "key"), _column(main, "updated_at")))
-        if tables.children is not None:
-            children = tables.children
-            self._children.append(
-                (
-                    _column(children, PARENT_KEY_COLUMN),
-                    _column(children, "key"),
-                    _column(children, PARENT_VERSION_COLUMN),
-                )
+    found: dict[str, set[pa.DataType]] = {}
+    for piece in tables:
+        for column in piece.schema:
+            if not pa.types.is_null(column.type):
+                found.setdefault(column.name, set()).add(column.type)
+    for name, kinds in found.items():
+        if (table, name) in settled:
+            continue
+        if len(kinds) == 1:
+            settled[(table, name)] = next(iter(kinds))
+        elif kinds <= {pa.int64(), pa.float64()}:
+            settled[(table, name)] = pa.float64()
+        elif kinds <= set(_INFERRED_TYPES.values()):
+            settled[(table, name)] = pa.string()
+    result = []
+    for piece in tables:
+        for index, column in enumerate(piece.schema):
+            target = settled.get((table, column.name))
+            if target is None or column.type == target or pa.types.is_null(column.type):
+                continue
+            name, array = fit_inferred(
+                piece.column(index).combine_chunks(), target, column.name, settled, table
             )
-
-    def markers(self) -> pa.Table | None:
-        """Marker rows for child rows of superseded parent versions, or None if there are none."""
-        if not self._parents or not self._children:
-            return None
-        parents = pa.table(
-            {
-                "parent": pa.concat_arrays([keys for keys, _ in self._parents]),
-                "version": pa.concat_arrays([versions for _, versions in self._parents]),
-            }
-        )
-        spans = parents.group_by("parent").aggregate([("version", "min"), ("version", "max")])
-        changed = spans.filter(pc.not_equal(spans["version_min"], spans["version_max"]))
-        if changed.num_rows == 0:
-            return None
-        children = pa.table(
-            {
-                "parent": pa.concat_arrays([p for p, _, _ in self._children]),
-                "child": pa.concat_arrays([c for _, c, _ in self._children]),
-                "version": pa.concat_arrays([v for _, _, v in self._children]),
-            }
-        )
-        of_changed = pc.and_(
-            pc.is_in(children["parent"], value_set=changed["parent"].combine_chunks()),
-            pc.not_equal(children["child"], ""),  # a parent's "no lines" marker
-        )
-        children = children.filter(of_changed).join(
-            changed.select(["parent", "version_max"]), keys="parent"
-        )
-        newest = children.filter(pc.equal(children["version"], children["version_max"]))
-        older = children.filter(pc.less(children["version"], children["version_max"]))
-        stale = older.join(
-            newest.select(["parent", "child"]), keys=["parent", "child"], join_type="left anti"
-        )
-        stale = stale.group_by(["parent", "child"]).aggregate([("version_max", "max")])
-        if stale.num_rows == 0:
-            return None
-        rows = stale.num_rows
-        schema = pa.schema(
-            [
-                pa.field(CONNECTION_COLUMN, pa.string(), nullable=False),
-                pa.field("key", pa.string(), nullable=False),
-                pa.field(PARENT_KEY_COLUMN, pa.string(), nullable=False),
-                pa.field(PARENT_VERSION_COLUMN, TIMESTAMP_TYPE),
-                pa.field(LINE_MARKER_COLUMN, pa.bool_()),
-            ]
-        )
-        return pa.Table.from_arrays(
-            [
-                pa.array([self._connection] * rows, pa.string()),
-                stale["child"].combine_chunks(),
-                stale["parent"].combine_chunks(),
-                stale["version_max_max"].combine_chunks(),
-                pa.array([True] * rows, pa.bool_()),
-            ],
-            schema=schema,
-        )
+            piece = piece.set_column(index, pa.field(name, array.type), array)
+        result.append(piece)
+    return result
 
 
-def _column(table: pa.Table, name: str) -> pa.Array:
-    return table.column(name).combine_chunks()
+class _InexactNumber(Exception):
+    """A decimal field holds a JSON number that orjson read as a float."""
 
 
-class PageBatcher:
-    """Collects consecutive Arrow pages of one record type and converts them together.
+_KIND_NAMES = {"decimal": "decimal", "timestamp": "RFC 3339 timestamp", "date": "date"}
 
-    Args:
-        converter: The entity's converter.
-        max_records: Records collected before they are converted.
+
+def _strict(values: list[Any], kind: FieldType) -> pa.Array:
+    if kind == "decimal":
+        if any(isinstance(v, float) for v in values):
+            raise _InexactNumber
+        texts = [
+            None if v is None else (v if isinstance(v, str) else _decimal_text(v)) for v in values
+        ]
+        return pc.cast(pa.array(texts, pa.string()), DECIMAL_TYPE)
+    if kind == "timestamp":
+        return _timestamps(pa.array(values, pa.string()))
+    return _dates(pa.array(values, pa.string()))
+
+
+def _decimal_text(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+        raise TypeError(f"{type(value).__name__} is not a number")
+    return str(value)
+
+
+def _strict_arrow(values: pa.Array, kind: FieldType) -> pa.Array:
+    target = ARROW_TYPES[kind]
+    if pa.types.is_null(values.type):
+        return pa.nulls(len(values), target)
+    if kind == "decimal":
+        if values.type == DECIMAL_TYPE:
+            return values
+        raise Declined(f"a decimal read as {values.type}")
+    if not pa.types.is_string(values.type):
+        raise Declined(f"a {kind} read as {values.type}")
+    try:
+        return _timestamps(values) if kind == "timestamp" else _dates(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        raise Declined(f"an invalid {kind}") from None
+
+
+def _lenient(values: list[Any], kind: FieldType) -> tuple[pa.Array, pa.Array | None]:
+    """A text, json, bigint, double or bool column from parsed JSON, and the values that did
+    not fit it (as JSON text, in a column of their own), if any."""
+    if kind in ("text", "json"):
+        return _json_text(values, normalize=kind == "json"), None
+    convert = _CONVERT[kind]
+    fitting: list[Any] = []
+    misfits: list[Any] = []
+    for value in values:
+        converted = None if value is None else convert(value)
+        if value is not None and converted is None:
+            fitting.append(None)
+            misfits.append(value if isinstance(value, str) else orjson.dumps(value).decode())
+        else:
+            fitting.append(converted)
+            misfits.append(None)
+    array = pa.array(fitting, ARROW_TYPES[kind])
+    if any(m is not None for m in misfits):
+        return array, pa.array(misfits, pa.string())
+    return array, None
+
+
+def _to_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**63 else None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
+        return _to_int(int(value))
+    return None
+
+
+def _to_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float, Decimal)):
+        return float(value)
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value):
+        return float(value)
+    return None
+
+
+def _to_bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
+
+
+_CONVERT: dict[str, Callable[[Any], Any]] = {
+    "bigint": _to_int,
+    "double": _to_float,
+    "bool": _to_bool,
+}
+
+
+def _lenient_arrow(values: pa.Array, kind: FieldType) -> pa.Array:
+    """`_lenient` for a column read by pyarrow; what it cannot convert exactly declines."""
+    target = ARROW_TYPES[kind]
+    kind_of = values.type
+    if pa.types.is_null(kind_of):
+        return pa.nulls(len(values), target)
+    if kind in ("text", "json"):
+        if pa.types.is_string(kind_of):
+            return values
+        if kind == "json" and _json_exact(kind_of):
+            return _json_text(values.to_pylist(), normalize=True)
+        if kind == "text" and kind_of in (pa.int64(), pa.bool_()):
+            return _json_text(values.to_pylist())
+        raise Declined(f"{kind} read as {kind_of}")
+    if kind_of == target:
+        return values
+    if kind == "double" and pa.types.is_integer(kind_of):
+        return values.cast(pa.float64())
+    if pa.types.is_string(kind_of):
+        # numbers and booleans sent as text: converted where every value reads exactly as
+        # the exact path reads it; anything else goes there (and into a variant column)
+        if kind == "bool":
+            lowered = pc.utf8_lower(values)
+            if pc.all(pc.is_in(lowered, value_set=pa.array(["true", "false"]))).as_py():
+                return pc.equal(lowered, "true")
+        else:
+            pattern = _INTEGER_TEXT if kind == "bigint" else _NUMBER_TEXT
+            fits = pc.match_substring_regex(values, f"^(?:{pattern.pattern})$")
+            if pc.all(pc.fill_null(fits, True)).as_py():
+                try:
+                    return pc.cast(values, target)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    pass  # out of range: the exact path puts it in the variant column
+    raise Declined(f"{kind} read as {kind_of}")
+
+
+def _json_exact(kind: pa.DataType) -> bool:
+    """Whether values of this Arrow type turn back into the JSON the exact path writes.
+
+    Floats do not (`1` and `1.0` both read as 1.0).
     """
+    if pa.types.is_list(kind):
+        return _json_exact(kind.value_type)
+    if pa.types.is_struct(kind):
+        return all(_json_exact(field.type) for field in kind)
+    return kind in (pa.string(), pa.int64(), pa.bool_(), pa.null())
 
-    def __init__(self, converter: RecordConverter, max_records: int) -> None:
-        self._converter = converter
-        self._max_records = max_records
-        self._pages: list[tuple[ArrowRecords, str | None]] = []
-        self._records = 0
 
-    def add(
-        self, records: Sequence[Any] | ArrowRecords, request_id: str | None
-    ) -> list[PageTables]:
-        """Adds one page; returns whatever tables are ready (in page order).
+def _json_text(values: Iterable[Any], normalize: bool = False) -> pa.Array:
+    """Values as JSON text (strings stay as they are). `normalize`: objects with sorted keys
+    and without null members, so text read through Arrow (which fills absent members with
+    null) and text read as JSON are the same."""
+    out = []
+    for value in values:
+        if value is None or isinstance(value, str):
+            out.append(value)
+            continue
+        if normalize:
+            value = _without_nulls(value)
+        out.append(orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str).decode())
+    return pa.array(out, pa.string())
 
-        Raises:
-            ContractViolationError: As `RecordConverter.convert`.
-        """
-        if not isinstance(records, ArrowRecords):
-            # parsed JSON (the client's own parsing): the exact path, after the pages before it
-            return [*self.flush(), self._converter.convert(records, request_id)]
-        ready = []
-        if self._pages and records.records.type != self._pages[0][0].records.type:
-            ready = self.flush()
-        self._pages.append((records, request_id))
-        self._records += len(records)
-        if self._records >= self._max_records:
-            ready.extend(self.flush())
-        return ready
 
-    def flush(self) -> list[PageTables]:
-        """Converts the pages collected so far."""
-        pages, self._pages, self._records = self._pages, [], 0
-        return self._converter.convert_pages(pages) if pages else []
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def _flat_columns(
@@ -625,18 +865,21 @@ def _collect(
                 object_rows.append(i)
             elif everywhere or name in records[i]:
                 scalar_rows.append(i)
-        if scalar_rows:
-            scalars = [None] * len(values)
+        if any(v is not None for i in scalar_rows for v in (values[i],)):
+            scalars: list[Any] = [None] * len(values)
             for i in scalar_rows:
                 scalars[i] = values[i]
             _store(found, prefix + (name,), scalars, rows, total)
-        if objects:
+        objects_with_fields = [i for i, obj in enumerate(objects) if obj]
+        if objects_with_fields:
             sub_rows = object_rows if rows is None else [rows[i] for i in object_rows]
             _collect(objects, sub_rows, total, prefix + (name,), frozenset(), found)
 
 
 def _fields(records: Sequence[Mapping[str, Any]]) -> Iterator[tuple[str, Sequence[Any], bool]]:
     """(name, values with None where absent, whether every record has the field) per field."""
+    import operator
+
     first = records[0]
     width = len(first)
     if width and set(map(len, records)) == {width}:
@@ -684,12 +927,6 @@ def _store(
     found[path] = column
 
 
-def _with_deleted_at(line: Mapping[str, Any], deleted_at: Any) -> dict[str, Any]:
-    copy = dict(line)
-    copy["deletedAt"] = deleted_at
-    return copy
-
-
 def _inferred(values: list[Any]) -> pa.Array | None:
     """Types a column from its values; None when every value is null (column skipped)."""
     kinds = set(map(type, values))
@@ -700,63 +937,25 @@ def _inferred(values: list[Any]) -> pa.Array | None:
         return pa.array(values, pa.string())
     if kinds == {bool}:
         return pa.array(values, pa.bool_())
-    if kinds == {int}:
+    if kinds == {int} and all(-(2**63) <= v < 2**63 for v in values if v is not None):
         return pa.array(values, pa.int64())
-    if kinds <= {int, float}:
-        return pa.array(values, pa.float64())
-    # lists, objects in lists, or mixed types: keep the value whole, as JSON text
-    return pa.array(
-        [
-            None if v is None else (v if isinstance(v, str) else orjson.dumps(v).decode())
-            for v in values
-        ],
-        pa.string(),
-    )
-
-
-def _typed_arrow(values: pa.Array, field: str | None) -> pa.Array | None:
-    """`RecordConverter._typed` for a column parsed by pyarrow's JSON reader."""
-    kind = values.type
-    if field in DECIMAL_FIELDS:
-        target = DECIMAL_TYPE
-    elif field in TIMESTAMP_FIELDS:
-        target = TIMESTAMP_TYPE
-    elif field in BOOLEAN_FIELDS:
-        target = pa.bool_()
-    else:
-        return _inferred_arrow(values)
-    if pa.types.is_null(kind):
-        return pa.nulls(len(values), target)
-    if target == pa.bool_():
-        if pa.types.is_boolean(kind):
-            return values
-        raise Declined(f"{field} is {kind}")
-    if not pa.types.is_string(kind):
-        raise Declined(f"{field} is {kind}")
-    try:
-        return _timestamps(values) if target == TIMESTAMP_TYPE else pc.cast(values, target)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        raise Declined(f"{field} has an invalid value") from None
-
-
-_JSON_TEXT_ITEMS = (pa.types.is_string, pa.types.is_boolean, pa.types.is_int64, pa.types.is_null)
+    if kinds <= {int, float, Decimal} and kinds != {int}:
+        return pa.array([None if v is None else float(v) for v in values], pa.float64())
+    # lists, objects in lists, big integers or mixed types: the value whole, as JSON text
+    return _json_text(values, normalize=True)
 
 
 def _inferred_arrow(values: pa.Array) -> pa.Array | None:
-    """`_inferred` for a column parsed by pyarrow's JSON reader."""
+    """`_inferred` for a column read by pyarrow's JSON reader."""
     kind = values.type
     if pa.types.is_null(kind):
         return None
     if kind in (pa.string(), pa.int64(), pa.float64(), pa.bool_()):
         return values
-    if pa.types.is_list(kind) and any(test(kind.value_type) for test in _JSON_TEXT_ITEMS):
-        # a list of scalars lands as its JSON text, as the exact path writes it
-        return pa.array(
-            [None if v is None else orjson.dumps(v).decode() for v in values.to_pylist()],
-            pa.string(),
-        )
-    # lists of objects or floats, and date-like strings (read as timestamps): their exact
-    # JSON text is not recoverable from Arrow
+    if pa.types.is_list(kind) and _json_exact(kind):
+        return _json_text(values.to_pylist(), normalize=True)
+    # lists of floats, and date-like strings (read as timestamps): their JSON text is not
+    # recoverable from Arrow
     raise Declined(f"a column of {kind}")
 
 
@@ -772,39 +971,195 @@ def _timestamps(strings: pa.Array) -> pa.Array:
         return pc.cast(_midnight(strings), TIMESTAMP_TYPE)
 
 
+def _dates(strings: pa.Array) -> pa.Array:
+    """Date-only text (`YYYY-MM-DD`) to dates; a full RFC 3339 timestamp gives its UTC date."""
+    date_only = pc.equal(pc.utf8_length(strings), 10)
+    if pc.all(pc.fill_null(date_only, True)).as_py():
+        return pc.cast(strings, pa.date32())
+    full = pc.cast(_midnight(strings), TIMESTAMP_TYPE)
+    return pc.cast(full, pa.date32())
+
+
 def _midnight(strings: pa.Array) -> pa.Array:
-    """`_full_timestamp` of every value, vectorized."""
+    """Date-only values completed to midnight UTC, vectorized."""
     date_only = pc.equal(pc.utf8_length(strings), 10)
     if not pc.any(date_only).as_py():
         return strings
     return pc.if_else(date_only, pc.binary_join_element_wise(strings, "T00:00:00Z", ""), strings)
 
 
-def _full_timestamp(value: Any) -> Any:
-    if isinstance(value, str) and len(value) == 10:
-        return value + "T00:00:00Z"  # date-only: midnight UTC
-    return value
-
-
-def _kind(field: str | None) -> str:
-    if field in DECIMAL_FIELDS:
-        return "decimal"
-    if field in TIMESTAMP_FIELDS:
-        return "RFC 3339 timestamp"
-    return "boolean"
-
-
-def _first_bad_value(values: list[Any], field: str | None) -> Any:
+def _first_bad_value(values: list[Any], kind: FieldType) -> Any:
     for value in values:
         if value is None:
             continue
         try:
-            if field in DECIMAL_FIELDS:
-                pc.cast(pa.array([value], pa.string()), DECIMAL_TYPE)
-            elif field in TIMESTAMP_FIELDS:
-                pc.cast(pa.array([_full_timestamp(value)], pa.string()), TIMESTAMP_TYPE)
-            else:
-                pa.array([value], pa.bool_())
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            _strict([value], kind)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
             return value
     return None
+
+
+def as_utc(value: datetime | date) -> datetime:
+    """A date or datetime as an aware UTC datetime (for comparisons in tests and deletes)."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+
+
+class PageBatcher:
+    """Collects consecutive Arrow pages of one record type and converts them together.
+
+    Args:
+        converter: The entity's converter.
+        max_records: Records collected before they are converted.
+    """
+
+    def __init__(self, converter: RecordConverter, max_records: int) -> None:
+        self._converter = converter
+        self._max_records = max_records
+        self._pages: list[tuple[DecodedPage, str | None]] = []
+        self._records = 0
+
+    def add(self, page: DecodedPage, request_id: str | None) -> list[PageTables]:
+        """Adds one page; returns whatever tables are ready (in page order).
+
+        Raises:
+            ContractViolationError: As `RecordConverter.convert`.
+        """
+        if not isinstance(page.records, ArrowRecords):
+            # parsed JSON: the exact path, after the pages before it
+            return [*self.flush(), self._converter.convert(page, request_id)]
+        ready = []
+        if self._pages and page.records.records.type != self._pages[0][0].records.records.type:
+            ready = self.flush()
+        self._pages.append((page, request_id))
+        self._records += len(page)
+        if self._records >= self._max_records:
+            ready.extend(self.flush())
+        return ready
+
+    def flush(self) -> list[PageTables]:
+        """Converts the pages collected so far."""
+        pages, self._pages, self._records = self._pages, [], 0
+        return self._converter.convert_pages(pages) if pages else []
+
+
+class SupersededChildren:
+    """Finds child rows that a newer version of their parent replaced within one run.
+
+    A record that changes while a run lists it is read twice: its old version, then (further
+    on, or in a later time slice) its new one. The parent's merge keeps the newest version
+    (`dedup_sort` on `updated_at`), and each loaded parent replaces all its children, but the
+    children are deduplicated one by one: an item that only the old version had would survive
+    in the load. For every such item this emits a marker row (never inserted) carrying the
+    newest parent version, so that deduplication picks the marker and the item is dropped.
+
+    Only the key and version columns of each page are kept (~20 MB at 500,000 lines), and the
+    work at the end is one aggregation over the parents' keys.
+
+    Args:
+        entity: The entity whose children are watched.
+        connection: The connection's name, stored in `connection_id` of the markers.
+    """
+
+    def __init__(self, entity: Entity, connection: str) -> None:
+        self._connection = connection
+        self._children = [
+            child for child in entity.children if child.parent_version_column is not None
+        ]
+        self._parents: list[tuple[pa.Array, pa.Array]] = []
+        self._rows: dict[str, list[tuple[pa.Array, pa.Array, pa.Array]]] = {
+            child.table: [] for child in self._children
+        }
+
+    def observe(self, tables: PageTables) -> None:
+        """Remembers the parent versions and child identities of converted tables."""
+        if not self._children:
+            return
+        if tables.main is not None:
+            main = tables.main
+            self._parents.append((_column(main, "key"), _column(main, "updated_at")))
+        for child in self._children:
+            table = tables.children.get(child.table)
+            if table is not None:
+                assert child.parent_version_column is not None
+                self._rows[child.table].append(
+                    (
+                        _column(table, child.parent_key_column),
+                        _column(table, child.identity_column),
+                        _column(table, child.parent_version_column),
+                    )
+                )
+
+    def markers(self) -> dict[str, pa.Table]:
+        """Child table -> marker rows for items of superseded parent versions (maybe none)."""
+        if not self._parents:
+            return {}
+        parents = pa.table(
+            {
+                "parent": pa.concat_arrays([keys for keys, _ in self._parents]),
+                "version": pa.concat_arrays([versions for _, versions in self._parents]),
+            }
+        )
+        spans = parents.group_by("parent").aggregate([("version", "min"), ("version", "max")])
+        changed = spans.filter(pc.not_equal(spans["version_min"], spans["version_max"]))
+        if changed.num_rows == 0:
+            return {}
+        result = {}
+        for child in self._children:
+            table = self._markers_of(child, changed)
+            if table is not None:
+                result[child.table] = table
+        return result
+
+    def _markers_of(self, child: Child, changed: pa.Table) -> pa.Table | None:
+        rows = self._rows[child.table]
+        if not rows:
+            return None
+        children = pa.table(
+            {
+                "parent": pa.concat_arrays([p for p, _, _ in rows]),
+                "child": pa.concat_arrays([c for _, c, _ in rows]),
+                "version": pa.concat_arrays([v for _, _, v in rows]),
+            }
+        )
+        # a parent's "no children" marker has identity "" (key) or 0 (position)
+        empty = pa.scalar("" if child.identity == "key" else 0, children["child"].type)
+        of_changed = pc.and_(
+            pc.is_in(children["parent"], value_set=changed["parent"].combine_chunks()),
+            pc.not_equal(children["child"], empty),
+        )
+        children = children.filter(of_changed).join(
+            changed.select(["parent", "version_max"]), keys="parent"
+        )
+        newest = children.filter(pc.equal(children["version"], children["version_max"]))
+        older = children.filter(pc.less(children["version"], children["version_max"]))
+        stale = older.join(
+            newest.select(["parent", "child"]), keys=["parent", "child"], join_type="left anti"
+        )
+        stale = stale.group_by(["parent", "child"]).aggregate([("version_max", "max")])
+        if stale.num_rows == 0:
+            return None
+        count = stale.num_rows
+        assert child.parent_version_column is not None
+        fields = [
+            pa.field(CONNECTION_COLUMN, pa.string(), nullable=False),
+            pa.field(child.parent_key_column, pa.string(), nullable=False),
+            pa.field(child.identity_column, stale["child"].type, nullable=False),
+            pa.field(child.parent_version_column, TIMESTAMP_TYPE),
+            pa.field(MARKER_COLUMN, pa.bool_()),
+        ]
+        return pa.Table.from_arrays(
+            [
+                pa.array([self._connection] * count, pa.string()),
+                stale["parent"].combine_chunks(),
+                stale["child"].combine_chunks(),
+                stale["version_max_max"].combine_chunks(),
+                pa.array([True] * count, pa.bool_()),
+            ],
+            schema=pa.schema(fields),
+        )
+
+
+def _column(table: pa.Table, name: str) -> pa.Array:
+    return table.column(name).combine_chunks()

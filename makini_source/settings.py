@@ -1,16 +1,12 @@
-"""Constants and the entity catalogue: what the source reads and where it lands.
+"""Constants of the source: defaults, sizes and the names of its own columns.
 
-The catalogue is data, not code: one `EntitySpec` per list endpoint of the Makini contract.
-Adding an entity means adding a row here, not writing a new resource.
+What Makini serves (entities, fields, types, child lists) is in the catalogue
+(`catalogue.py`, generated from Makini's OpenAPI files), not here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 DEFAULT_BASE_URL = "https://api.makini.io"
-API_PREFIX = "/api/v1"
-SYNC_STATUS_PATH = f"{API_PREFIX}/sync-status"
 DEFAULT_CONNECTION_NAME = "default"
 
 # Exact decimals land as DECIMAL(38, 9): the widest type BigQuery's NUMERIC, Snowflake's
@@ -18,269 +14,6 @@ DEFAULT_CONNECTION_NAME = "default"
 # digits fails loudly instead of being rounded.
 DECIMAL_PRECISION = 38
 DECIMAL_SCALE = 9
-
-# Money and quantity fields of the contract, wherever they appear.
-DECIMAL_FIELDS: frozenset[str] = frozenset(
-    {
-        "totalNetValue",
-        "totalGrossValue",
-        "quantity",
-        "receivedQuantity",
-        "price",
-        "discount",
-        "lineTaxValue",
-        "lineTotalValue",
-    }
-)
-
-# Timestamp fields (RFC 3339 UTC; date-only `YYYY-MM-DD` is accepted and means midnight UTC).
-TIMESTAMP_FIELDS: frozenset[str] = frozenset(
-    {
-        "createdAt",
-        "updatedAt",
-        "deletedAt",
-        "dueAt",
-        "approvedAt",
-        "completedAt",
-        "orderDate",
-        "shipmentDate",
-        "deliveryAt",
-        "activatedAt",
-        "deactivatedAt",
-        "scheduledAt",
-    }
-)
-
-BOOLEAN_FIELDS: frozenset[str] = frozenset({"isAssembly", "isActive", "isPhysical"})
-
-
-@dataclass(frozen=True)
-class EntitySpec:
-    """One list endpoint of the Makini API and the table it lands in.
-
-    Attributes:
-        name: Entity name used in configuration and errors (`purchase_orders`).
-        path: URL path segment (`purchase-orders`).
-        table: Destination table name.
-        max_page_size: Largest `limit` the API accepts for this entity.
-        fields: Top-level fields of Makini's published model, in the order columns are created.
-        child_field: Field holding a nested list that lands in its own table, if any.
-        child_table: The child table's name.
-        child_fields: Fields of one child record.
-    """
-
-    name: str
-    path: str
-    table: str
-    max_page_size: int
-    fields: tuple[str, ...]
-    child_field: str | None = None
-    child_table: str | None = None
-    child_fields: tuple[str, ...] = field(default_factory=tuple)
-
-
-_COMMON = ("key", "createdAt", "updatedAt", "deletedAt")
-
-PO_LINE_FIELDS = (
-    "key",
-    "lineNo",
-    "code",
-    "type",
-    "name",
-    "description",
-    "lineRef",
-    "materialKey",
-    "productKey",
-    "assetKey",
-    "accountKey",
-    "vendorKey",
-    "locationKey",
-    "storeroomKey",
-    "statusKey",
-    "quantity",
-    "receivedQuantity",
-    "uomKey",
-    "currencyKey",
-    "price",
-    "discount",
-    "lineTaxValue",
-    "lineTotalValue",
-    "notes",
-    "deliveryAt",
-    "dueAt",
-    "createdAt",
-    "updatedAt",
-    "deletedAt",
-)
-
-ENTITIES: dict[str, EntitySpec] = {
-    spec.name: spec
-    for spec in (
-        EntitySpec(
-            name="purchase_orders",
-            path="purchase-orders",
-            table="purchase_orders",
-            max_page_size=200,
-            fields=_COMMON
-            + (
-                "orderNo",
-                "title",
-                "description",
-                "statusKey",
-                "siteKey",
-                "organizationKey",
-                "vendorKey",
-                "locationKey",
-                "currencyKey",
-                "orderDate",
-                "dueAt",
-                "approvedAt",
-                "completedAt",
-                "shipmentDate",
-                "shippingMethod",
-                "terms",
-                "notes",
-                "shipmentAddress",
-                "billingAddress",
-                "deliveryAddress",
-                "totalNetValue",
-                "totalGrossValue",
-                "userRequestedKey",
-                "userApprovedKey",
-            ),
-            child_field="lineItems",
-            child_table="purchase_order_line_items",
-            child_fields=PO_LINE_FIELDS,
-        ),
-        EntitySpec(
-            name="vendors",
-            path="vendors",
-            table="vendors",
-            max_page_size=500,
-            fields=_COMMON + ("name", "code", "companyKey", "organizationKey"),
-        ),
-        EntitySpec(
-            name="materials",
-            path="materials",
-            table="materials",
-            max_page_size=500,
-            fields=_COMMON
-            + (
-                "organizationKey",
-                "code",
-                "partNumber",
-                "name",
-                "description",
-                "notes",
-                "criticality",
-                "isAssembly",
-                "isActive",
-                "manufacturerName",
-                "uomKey",
-                "parentKeys",
-                "assetKeys",
-                "supplyOptions",
-                "priceLevels",
-                "inventories",
-                "dimensions",
-            ),
-        ),
-        EntitySpec(
-            name="sites",
-            path="sites",
-            table="sites",
-            max_page_size=500,
-            fields=_COMMON
-            + (
-                "organizationKey",
-                "name",
-                "code",
-                "description",
-                "contact",
-                "customerKey",
-                "lat",
-                "lng",
-                "address",
-                "billingAddress",
-                "properties",
-                "notes",
-            ),
-        ),
-        EntitySpec(
-            name="assets",
-            path="assets",
-            table="assets",
-            max_page_size=250,
-            fields=_COMMON
-            + (
-                "siteKey",
-                "parentKey",
-                "vendorKey",
-                "teamKey",
-                "locationKey",
-                "customerKey",
-                "accountKeys",
-                "name",
-                "description",
-                "makeCompanyKey",
-                "assetTemplateKey",
-                "isPhysical",
-                "notes",
-                "categoryName",
-                "criticality",
-                "isActive",
-                "makeName",
-                "modelName",
-                "serialNumber",
-                "activatedAt",
-                "deactivatedAt",
-                "documents",
-            ),
-        ),
-        EntitySpec(
-            name="work_orders",
-            path="work-orders",
-            table="work_orders",
-            max_page_size=250,
-            fields=_COMMON
-            + (
-                "parentKey",
-                "locationKey",
-                "siteKey",
-                "assetKey",
-                "accountKey",
-                "title",
-                "serviceRequestKey",
-                "code",
-                "pmKey",
-                "teamKey",
-                "laborAssignedKey",
-                "userApprovedKey",
-                "assetDowntimeKey",
-                "organizationKey",
-                "instructions",
-                "status",
-                "statusKey",
-                "severity",
-                "estimatedTime",
-                "roleName",
-                "categoryName",
-                "storeroomKey",
-                "notes",
-                "approvedAt",
-                "dueAt",
-                "scheduledAt",
-                "actualTime",
-                "completedAt",
-                "completionRemarks",
-                "materialCount",
-                "tasks",
-                "documents",
-                "resources",
-            ),
-        ),
-    )
-}
 
 # Rows (all tables of an entity) collected from consecutive pages before they go to dlt as
 # one table each: big enough that dlt's per-item cost fades, small enough to stay a few MB.
@@ -296,13 +29,29 @@ CONVERT_BATCH_RECORDS = 1_000
 # time slices at once (up to the source's `max_slices`), one slice per this many records.
 SLICE_MIN_RECORDS = 20_000
 
-# Columns every table carries besides the record's own fields.
-CONNECTION_COLUMN = "connection_id"
-PARENT_KEY_COLUMN = "purchase_order_key"
-PARENT_VERSION_COLUMN = "purchase_order_updated_at"
-# Rows flagged here are never inserted: they only make the merge drop a PO's old lines.
-LINE_MARKER_COLUMN = "_makini_po_marker"
+# Pages a listing thread may have fetched ahead of the resource that converts them.
+PAGES_AHEAD = 2
+# Listings of one entity running at once (over all connections and time slices); the rest
+# wait for a free place, so a run over hundreds of connections does not start hundreds of
+# threads.
+MAX_CONCURRENT_LISTINGS = 16
 
 # A sync point this far beyond the local clock is not stored as a watermark: clocks drift a
 # little, but a sync point in the future would make every later run read nothing.
 FUTURE_SYNC_POINT_TOLERANCE_SECONDS = 300
+
+# The unified dialect's sync point semantics are unverified on a live tenant: by default an
+# incremental run re-reads this margin before the stored watermark (v1: none).
+UNIFIED_LOOKBACK_SECONDS = 600
+
+# Columns every table carries besides the record's own fields.
+CONNECTION_COLUMN = "connection_id"
+# The v1 object holding a record's custom fields (the unified dialect's extra top-level keys
+# are nested under it too, so both make `custom_fields__<name>` columns).
+CUSTOM_FIELDS = "customFields"
+# Child rows flagged here are never inserted: they only make the merge drop a parent's old
+# children (a parent without children, or children of a superseded version).
+MARKER_COLUMN = "_makini_marker"
+# A record field whose column name is one of the source's own columns (`connection_id`, a
+# parent key, `_dlt_id`...) lands under this prefix instead (`api_connection_id`).
+RESERVED_PREFIX = "api_"

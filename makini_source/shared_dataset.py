@@ -36,8 +36,9 @@ from dlt.common.schema.utils import new_column, new_table
 from dlt.extract import DltSource
 from dlt.pipeline.exceptions import PipelineStepFailed
 
+from makini_source.catalogue import load_catalogue
 from makini_source.exceptions import ConfigurationError
-from makini_source.settings import DEFAULT_CONNECTION_NAME, ENTITIES
+from makini_source.settings import DEFAULT_CONNECTION_NAME
 
 logger = logging.getLogger("makini_source")
 
@@ -64,8 +65,7 @@ def align_with_destination(pipeline: dlt.Pipeline, source: DltSource) -> dict[st
     """
     schema_name = source.schema.name
     known = pipeline.schemas[schema_name] if schema_name in pipeline.schema_names else source.schema
-    tables = [spec.table for spec in ENTITIES.values()]
-    tables += [spec.child_table for spec in ENTITIES.values() if spec.child_table]
+    tables = [table for entity in load_catalogue().values() for table in entity.tables]
     added: dict[str, list[str]] = {}
     client_schema = schema_name if schema_name in pipeline.schema_names else None
     with pipeline.destination_client(client_schema) as client:  # type: ignore[arg-type]

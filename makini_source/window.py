@@ -97,6 +97,7 @@ def plan_window(
     sync_point: str | None,
     *,
     stop_at_sync_point: bool = False,
+    lookback_seconds: float = 0.0,
     now: datetime | None = None,
 ) -> Window:
     """Chooses the window of one connection and entity, and the watermark to store after it.
@@ -108,11 +109,16 @@ def plan_window(
         sync_point: The connection's complete point (None while Makini cannot tell).
         stop_at_sync_point: Read only up to the sync point (a warehouse consistent as of one
             point in time, behind the API by up to a sync) instead of everything listed.
+        lookback_seconds: Re-read this margin before the stored watermark (for sync points
+            whose meaning is not verified).
         now: The current time, for the sanity check of the sync point.
     """
     if end_date is not None:
         return Window(format_timestamp(start_date), format_timestamp(end_date), None)
-    lower = watermark if watermark is not None else format_timestamp(start_date)
+    if watermark is not None:
+        lower = format_timestamp(to_datetime(watermark) - timedelta(seconds=lookback_seconds))
+    else:
+        lower = format_timestamp(start_date)
     decision = next_watermark(watermark, sync_point, now)
     upper = None
     if stop_at_sync_point and sync_point is not None:

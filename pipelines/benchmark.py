@@ -333,6 +333,7 @@ def mode_makini(args: dict[str, Any]) -> dict[str, Any]:
         connections=args["connections"],
         page_size=args.get("page_size"),
         max_elapsed_seconds=600.0,
+        dialect=args.get("dialect", "v1"),
     )
     sampler = RssSampler()
     started = time.perf_counter()

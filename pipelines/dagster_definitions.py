@@ -46,7 +46,7 @@ from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
 
 from makini_source import ConfigurationError, makini_source, raise_on_connection_failures
-from makini_source.settings import DEFAULT_BASE_URL, ENTITIES
+from makini_source.settings import DEFAULT_BASE_URL
 from makini_source.shared_dataset import (
     check_pipeline_names,
     configured_tokens,
@@ -206,4 +206,4 @@ defs = Definitions(
     resources={"dlt": DagsterDltResource()},
 )
 
-__all__ = ["ENTITIES", "connections_partitions", "defs", "line_items", "makini_tables"]
+__all__ = ["connections_partitions", "defs", "line_items", "makini_tables"]

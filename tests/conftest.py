@@ -181,8 +181,11 @@ def sandbox(sandbox_factory: Any) -> Sandbox:
 class Loader:
     """One dlt pipeline into its own DuckDB file, run against the sandbox."""
 
-    def __init__(self, sandbox: Sandbox, workdir: Path, destination: Any = None) -> None:
+    def __init__(
+        self, sandbox: Sandbox, workdir: Path, destination: Any = None, dialect: str = "v1"
+    ) -> None:
         self.sandbox = sandbox
+        self.dialect = dialect
         name = f"makini_test_{uuid.uuid4().hex[:8]}"
         self.pipeline = dlt.pipeline(
             pipeline_name=name,
@@ -194,6 +197,7 @@ class Loader:
     def run(self, **source_kwargs: Any) -> Any:
         source_kwargs.setdefault("base_url", self.sandbox.url)
         source_kwargs.setdefault("connections", dict(self.sandbox.tokens))
+        source_kwargs.setdefault("dialect", self.dialect)
         info = self.pipeline.run(makini_source(**source_kwargs), loader_file_format="parquet")
         info.raise_on_failed_jobs()
         return info

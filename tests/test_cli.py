@@ -17,6 +17,7 @@ from makini_source.cli import main
 @pytest.fixture
 def configured(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Sandbox:
     monkeypatch.setenv("SOURCES__MAKINI__BASE_URL", sandbox.url)
+    monkeypatch.setenv("SOURCES__MAKINI__DIALECT", "v1")
     monkeypatch.setenv("SOURCES__MAKINI__CONNECTIONS", json.dumps(sandbox.tokens))
     return sandbox
 

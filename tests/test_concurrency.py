@@ -56,7 +56,7 @@ def make_pipeline():
 
 
 def make_source():
-    sources.append(makini_source(base_url=base_url, connections={name: token}))
+    sources.append(makini_source(base_url=base_url, connections={name: token}, dialect="v1"))
     return sources[-1]
 
 

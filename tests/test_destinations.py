@@ -21,9 +21,9 @@ from conftest import Sandbox, small_connections
 
 from makini_sandbox import SandboxConfig
 from makini_source import makini_source
-from makini_source.settings import ENTITIES
+from makini_source.catalogue import default_entities
 
-DATA_TABLES = {spec.table for spec in ENTITIES.values()} | {"purchase_order_line_items"}
+DATA_TABLES = {table for entity in default_entities() for table in entity.tables}
 
 EXPECTED = {
     "snowflake": {
@@ -94,14 +94,14 @@ def test_schema_normalizes_into_a_valid_load_package(
         for table, t in prepared.items()
     }
     want = EXPECTED[name]
-    for table in ("purchase_orders", "purchase_order_line_items"):
+    for table, key in (
+        ("purchase_orders", ["connection_id", "key"]),
+        ("purchase_order_line_items", ["connection_id", "purchase_order_key", "key"]),
+    ):
         assert prepared[table]["write_disposition"] == "merge"
         assert prepared[table]["x-merge-strategy"] == "delete-insert"  # type: ignore[typeddict-item]
         columns = prepared[table]["columns"]
-        assert [c for c, col in columns.items() if col.get("primary_key")] == [
-            "connection_id",
-            "key",
-        ]
+        assert [c for c, col in columns.items() if col.get("primary_key")] == key
         assert ddl[table]["connection_id"] == ddl[table]["key"] == want["text"]
         assert ddl[table]["updated_at"] == ddl[table]["created_at"] == want["timestamp"]
     line_columns = prepared["purchase_order_line_items"]["columns"]
@@ -110,15 +110,12 @@ def test_schema_normalizes_into_a_valid_load_package(
         assert ddl["purchase_order_line_items"][column] == want["decimal"]
     assert ddl["purchase_orders"]["total_net_value"] == want["decimal"]
     # line items: each loaded PO replaces its lines (a destination scope joining on the PO
-    # key), deduplicated on (connection_id, key); marker rows delete a PO's last lines
+    # key), deduplicated on (connection_id, purchase_order_key, key); marker rows delete a PO's
+    # last lines
     scope = prepared["purchase_order_line_items"]["x-merge-destination-scope"]  # type: ignore[typeddict-item]
     assert "purchase_order_key" in scope and "{staging_table}" in scope
-    assert {c for c, col in line_columns.items() if col.get("primary_key")} == {
-        "connection_id",
-        "key",
-    }
-    assert line_columns["_makini_po_marker"].get("hard_delete") is True
-    assert ddl["purchase_order_line_items"]["_makini_po_marker"] == want["bool"]
+    assert line_columns["_makini_marker"].get("hard_delete") is True
+    assert ddl["purchase_order_line_items"]["_makini_marker"] == want["bool"]
     assert line_columns["purchase_order_updated_at"].get("dedup_sort") == "desc"
     po_deleted = prepared["purchase_orders"]["columns"]["deleted_at"]
     assert bool(po_deleted.get("hard_delete")) is hard_delete

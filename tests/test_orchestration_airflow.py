@@ -21,6 +21,7 @@ from conftest import ALL_TABLES, Sandbox, api_counts, duckdb_counts, small_conne
 from dlt.pipeline.state_sync import decompress_state
 
 from makini_sandbox import ConnectionConfig, SandboxConfig
+from makini_source.catalogue import default_entities
 
 if os.environ.get("CI"):
     import airflow  # noqa: F401  (CI installs the extra: fail, don't skip)
@@ -45,6 +46,7 @@ def airflow_env(home: Path, sandbox: Sandbox, duckdb_path: Path) -> dict[str, st
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         TMPDIR=str(home / "tmp"),  # dlt's per-task data folders
         SOURCES__MAKINI__BASE_URL=sandbox.url,
+        SOURCES__MAKINI__DIALECT="v1",
         SOURCES__MAKINI__CONNECTIONS=json.dumps(sandbox.tokens),
         MAKINI__DUCKDB_PATH=str(duckdb_path),
         MAKINI__RETRIES="0",
@@ -82,12 +84,13 @@ def test_dag_loads_each_connection_in_its_own_pipeline(sandbox_factory, tmp_path
     with sqlite3.connect(home / "airflow.db") as db:
         states = dict(db.execute("SELECT task_id, state FROM task_instance").fetchall())
     groups = {"acme": "makini_acme", "globex": "makini_globex", "initech": "makini_initech"}
-    resources = ["purchase_orders", "vendors", "materials", "sites", "assets", "work_orders"]
+    # the group runs the source's resources one after another, in the source's order
+    resources = [entity.table for entity in default_entities()]
     for connection in ("acme", "globex"):
         for resource in resources:
             task = f"{groups[connection]}.makini_{resource}"
             assert states[task] == "success", (states, output[-5000:])
-    assert states["makini_initech.makini_purchase_orders"] == "failed"
+    assert states[f"makini_initech.makini_{resources[0]}"] == "failed"
     assert {states[f"makini_initech.makini_{r}"] for r in resources[1:]} == {"upstream_failed"}
 
     counts = duckdb_counts(duckdb_path)

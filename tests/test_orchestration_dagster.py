@@ -33,6 +33,7 @@ MODULE = "pipelines.dagster_definitions"
 def definitions(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The definitions module imported with the sandbox's connections configured."""
     monkeypatch.setenv("SOURCES__MAKINI__BASE_URL", sandbox.url)
+    monkeypatch.setenv("SOURCES__MAKINI__DIALECT", "v1")
     monkeypatch.setenv("SOURCES__MAKINI__CONNECTIONS", json.dumps(sandbox.tokens))
     monkeypatch.setenv("MAKINI__DUCKDB_PATH", str(tmp_path / "makini.duckdb"))
     monkeypatch.setenv("MAKINI__PIPELINES_DIR", str(tmp_path / "pipelines"))

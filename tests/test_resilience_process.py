@@ -33,6 +33,7 @@ def pipeline_env(sandbox: Sandbox, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__MAKINI__")}
     env.update(
         SOURCES__MAKINI__BASE_URL=sandbox.url,
+        SOURCES__MAKINI__DIALECT="v1",
         SOURCES__MAKINI__CONNECTIONS=json.dumps(sandbox.tokens),
         PYTHONUNBUFFERED="1",
         # this working tree's packages, whatever checkout the environment's install points to

@@ -47,11 +47,11 @@ def test_full_load_lands_all_seven_tables_exactly(loader: Loader, sandbox: Sandb
 def test_first_sync_read_in_time_slices_lands_the_same_rows(
     loader: Loader, sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import makini_source
+    from makini_source import reading
 
     sandbox = sandbox_factory(SandboxConfig(connections=small_connections(90), tie_group=4))
     sandbox.sync_all()
-    monkeypatch.setattr(makini_source, "SLICE_MIN_RECORDS", 20)  # 90 POs -> 4 slices
+    monkeypatch.setattr(reading, "SLICE_MIN_RECORDS", 20)  # 90 POs -> 4 slices
     requests: list[httpx.Request] = []
     network = httpx.HTTPTransport()
 
@@ -389,7 +389,7 @@ def test_sync_states_load_what_is_listed_and_guard_the_watermark(
     # a sync point older than the stored watermark never moves it back
     sandbox.sync("globex", last_sync_at="2020-01-01T00:00:00Z", publish=False)
     source = makini_source(
-        base_url=sandbox.url, connections=dict(sandbox.tokens), entities=["vendors"]
+        base_url=sandbox.url, connections=dict(sandbox.tokens), entities=["vendors"], dialect="v1"
     )
     loader.pipeline.run(source, loader_file_format="parquet")
     assert ("acme", "V-SYNCING") in loader.rows("vendors")
@@ -402,7 +402,7 @@ def test_sync_states_load_what_is_listed_and_guard_the_watermark(
     # a sync point in the future is not stored (it would freeze every later run)
     sandbox.sync("acme", status="active", last_sync_at="9999-12-31T00:00:00Z", publish=False)
     source = makini_source(
-        base_url=sandbox.url, connections=dict(sandbox.tokens), entities=["vendors"]
+        base_url=sandbox.url, connections=dict(sandbox.tokens), entities=["vendors"], dialect="v1"
     )
     loader.pipeline.run(source, loader_file_format="parquet")
     assert loader.watermarks("vendors")["acme"] == stored["acme"]
@@ -418,7 +418,10 @@ def test_reauthorization_required_fails_that_connection_and_the_others_load(
 ) -> None:
     sandbox.sync("acme", status="reauthorization_required", publish=False)
     source = makini_source(
-        base_url=sandbox.url, connections=dict(sandbox.tokens), entities=["vendors", "sites"]
+        base_url=sandbox.url,
+        connections=dict(sandbox.tokens),
+        entities=["vendors", "sites"],
+        dialect="v1",
     )
     loader.pipeline.run(source, loader_file_format="parquet")
     failures = connection_failures(source)
@@ -505,9 +508,13 @@ def test_configuration_from_environment_and_single_token(
 def test_bad_configuration_fails_before_any_request(sandbox: Sandbox) -> None:
     from makini_source import makini_source
 
-    with pytest.raises(ConfigurationError, match="unknown entity"):
-        makini_source(base_url=sandbox.url, connections={"a": "t"}, entities=["invoices"])
+    with pytest.raises(ConfigurationError, match="unknown entity 'invoicez'.*invoices"):
+        makini_source(base_url=sandbox.url, connections={"a": "token"}, entities=["invoicez"])
+    with pytest.raises(ConfigurationError, match="filled by purchase_orders"):
+        makini_source(
+            base_url=sandbox.url, connections={"a": "token"}, entities="purchase_order_line_items"
+        )
     with pytest.raises(ConfigurationError, match="no Makini connections"):
         makini_source(base_url=sandbox.url, connections={})
     with pytest.raises(ConfigurationError, match="plain http"):
-        makini_source(base_url="http://example.com", connections={"a": "t"})
+        makini_source(base_url="http://example.com", connections={"a": "token"})

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from decimal import Decimal
+from typing import Any
 
 import pyarrow as pa
 import pytest
 
+from makini_source.catalogue import load_catalogue
 from makini_source.client import parse_retry_after
 from makini_source.exceptions import ConfigurationError, ContractViolationError
 from makini_source.paginator import CursorPaginator
 from makini_source.ratelimit import RateLimiter
-from makini_source.records import RecordConverter
-from makini_source.settings import ENTITIES
+from makini_source.records import RecordConverter, settle_batch_types
 from makini_source.window import (
     Window,
     format_timestamp,
@@ -122,12 +123,20 @@ def test_retry_after_delta_seconds_and_http_date() -> None:
 def test_paginator_follows_cursor_and_refuses_a_loop() -> None:
     paginator = CursorPaginator({"modified_after": "x"}, limit=10)
     assert paginator.request_params() == {"modified_after": "x", "limit": 10}
-    paginator.update("c1")
+    paginator.update("c1", 10)
     assert paginator.request_params() == {"cursor": "c1", "limit": 10}
     with pytest.raises(ValueError, match="repeats"):
-        paginator.update("c1")
-    paginator.update(None)
+        paginator.update("c1", 10)
+    paginator.update(None, 3)
     assert not paginator.has_next
+
+
+def test_paginator_stops_an_endless_run_of_empty_pages() -> None:
+    paginator = CursorPaginator({}, limit=10, max_empty_pages=5)
+    for number in range(4):
+        paginator.update(f"c{number}", 0)
+    with pytest.raises(ValueError, match="5 empty pages in a row"):
+        paginator.update("c4", 0)
 
 
 def test_rate_limiter_spreads_remaining_requests_over_the_window() -> None:
@@ -170,19 +179,19 @@ def _po(**overrides: object) -> dict:
 
 
 def test_converter_names_types_and_exact_decimals() -> None:
-    tables = RecordConverter(ENTITIES["purchase_orders"], "acme").convert([_po()])
+    tables = RecordConverter(load_catalogue()["purchase_orders"], "acme").convert([_po()])
     main = tables.main
     assert main is not None
     assert main.column("total_net_value").type == pa.decimal128(38, 9)
     assert main.column("total_net_value")[0].as_py() == Decimal("1234567.8901")
     assert main.column("updated_at").type == pa.timestamp("us", tz="UTC")
-    assert main.column("order_date")[0].as_py().isoformat() == "2024-01-01T00:00:00+00:00"
+    assert main.column("order_date").type == pa.date32()  # a date, the same in any time zone
+    assert main.column("order_date")[0].as_py().isoformat() == "2024-01-01"
     assert main.column("custom_fields__cost_center")[0].as_py() == "CC-7"
     assert main.column("custom_fields__project_code").type == pa.int64()
     assert main.column("shipment_address__address_lines")[0].as_py() == '["Hafenstr. 1","Tor 3"]'
     assert "line_items" not in main.column_names
-    lines = tables.children
-    assert lines is not None
+    lines = tables.children["purchase_order_line_items"]
     assert lines.column("key").to_pylist() == ["L1", "L2"]
     assert lines.column("purchase_order_key").to_pylist() == ["PO-1", "PO-1"]
     assert lines.column("quantity")[0].as_py() == Decimal("0.1")
@@ -190,17 +199,18 @@ def test_converter_names_types_and_exact_decimals() -> None:
 
 
 def test_converter_marks_po_without_lines_and_drops_deleted_lines_on_hard_delete() -> None:
-    spec = ENTITIES["purchase_orders"]
-    empty = RecordConverter(spec, "acme").convert([_po(lineItems=[])]).children
-    assert empty is not None and empty.column("_makini_po_marker").to_pylist() == [True]
-    hard = RecordConverter(spec, "acme", hard_delete=True).convert([_po()]).children
-    assert hard is not None and hard.column("key").to_pylist() == ["L1"]
+    spec = load_catalogue()["purchase_orders"]
+    lines = "purchase_order_line_items"
+    empty = RecordConverter(spec, "acme").convert([_po(lineItems=[])]).children[lines]
+    assert empty.column("_makini_marker").to_pylist() == [True]
+    hard = RecordConverter(spec, "acme", hard_delete=True).convert([_po()]).children[lines]
+    assert hard.column("key").to_pylist() == ["L1"]
     deleted_po = (
         RecordConverter(spec, "acme", hard_delete=True)
         .convert([_po(deletedAt="2024-02-01T00:00:00Z")])
-        .children
+        .children[lines]
     )
-    assert deleted_po is not None and deleted_po.column("_makini_po_marker").to_pylist() == [True]
+    assert deleted_po.column("_makini_marker").to_pylist() == [True]
 
 
 @pytest.mark.parametrize(
@@ -215,7 +225,9 @@ def test_converter_marks_po_without_lines_and_drops_deleted_lines_on_hard_delete
 )
 def test_converter_rejects_contract_violations_by_field(override: dict, field: str) -> None:
     with pytest.raises(ContractViolationError) as raised:
-        RecordConverter(ENTITIES["purchase_orders"], "acme").convert([_po(**override)], "req_1")
+        RecordConverter(load_catalogue()["purchase_orders"], "acme").convert(
+            [_po(**override)], "req_1"
+        )
     assert field in str(raised.value)
     assert "req_1" in str(raised.value) and "acme" in str(raised.value)
 
@@ -250,20 +262,35 @@ def test_split_window_keeps_a_window_without_sync_point_or_too_short_whole() -> 
 
 
 def test_connections_of_one_run_share_settled_column_types() -> None:
-    """A custom field typed text in one connection and a number in another gets one type."""
-    settled: dict[tuple[str, str], pa.DataType] = {}
-    spec = ENTITIES["vendors"]
-    acme = RecordConverter(spec, "acme", settled_types=settled)
-    globex = RecordConverter(spec, "globex", settled_types=settled)
+    """A custom field typed text in one connection and a number in another gets one type,
+    the widest that loses nothing, whichever connection's page came first."""
+    spec = load_catalogue()["vendors"]
     record = {"key": "V-1", "updatedAt": "2024-01-01T00:00:00Z", "deletedAt": None}
-    text = acme.convert([{**record, "customFields": {"Cost Center": "CC-7"}}]).main
-    number = globex.convert([{**record, "customFields": {"Cost Center": 42}}]).main
-    assert text is not None and number is not None
-    assert number.schema.field("custom_fields__cost_center").type == pa.string()
-    assert number.column("custom_fields__cost_center").to_pylist() == ["42"]
-    # without sharing, each connection would keep its own type (and dlt could not write both)
-    alone = RecordConverter(spec, "globex").convert(
-        [{**record, "customFields": {"Cost Center": 42}}]
+
+    def vendors(connection: str, **fields: Any) -> pa.Table:
+        tables = RecordConverter(spec, connection).convert([{**record, "customFields": fields}])
+        assert tables.main is not None
+        return tables.main
+
+    for order in ((0, 1), (1, 0)):
+        pieces = [
+            vendors("acme", **{"Cost Center": "CC-7"}),
+            vendors("globex", **{"Cost Center": 42}),
+        ]
+        settled: dict[tuple[str, str], pa.DataType] = {}
+        fitted = settle_batch_types("vendors", [pieces[i] for i in order], settled)
+        values = sorted(str(t.column("custom_fields__cost_center")[0]) for t in fitted)
+        assert values == ["42", "CC-7"]
+        assert {t.schema.field("custom_fields__cost_center").type for t in fitted} == {pa.string()}
+    # integers and floats: floats; and a later batch follows what the first one settled
+    settled = {}
+    first = settle_batch_types(
+        "vendors", [vendors("a", Budget=10), vendors("b", Budget=10.5)], settled
     )
-    assert alone.main is not None
-    assert alone.main.schema.field("custom_fields__cost_center").type == pa.int64()
+    assert {t.schema.field("custom_fields__budget").type for t in first} == {pa.float64()}
+    later = settle_batch_types("vendors", [vendors("c", Budget=7)], settled)
+    assert later[0].column("custom_fields__budget").to_pylist() == [7.0]
+    # a value that cannot take the settled type keeps its own, in a variant column
+    settled = {("vendors", "custom_fields__budget"): pa.float64()}
+    odd = settle_batch_types("vendors", [vendors("d", Budget=True)], settled)
+    assert odd[0].column("custom_fields__budget__v_bool").to_pylist() == [True]

@@ -1,0 +1,246 @@
+"""Makini's unified dialect (its API reference's): `/api/{erp|eam}/...`, page numbers.
+
+* Listings: `GET /api/{family}/{entity}?filter[...]&sort[...]&page=&per_page=` in a Laravel
+  envelope (`data`, `links`, `meta`). Pages are offsets computed at request time, so the walk
+  is `paginator.KeysetWalk`: always page 1 of a filter that moves past the last record read.
+* Sync status: `GET /api/integrations/current`; `sync_updated_at` of a `done`/`fulldone`
+  status is the complete point; `inprogress`/`error` guarantee nothing; `fail` means the
+  connection must be reauthorized.
+* No tombstones: a deleted record vanishes (see `deletes.py`); `GET .../{key}` answers 404.
+* Errors: Laravel bodies, `{"message": ...}` (+ `errors` on 422); no request id documented.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from makini_source.catalogue import Entity
+from makini_source.client import MakiniClient, Response
+from makini_source.columnar import DecodedPage, PageDecoder
+from makini_source.dialects.base import (
+    COMPLETE,
+    ERROR,
+    REAUTHORIZATION_REQUIRED,
+    SYNCING,
+    UNKNOWN,
+    Page,
+    Probe,
+    SyncPoint,
+)
+from makini_source.dialects.common import contract_error, decode_page, sync_time
+from makini_source.exceptions import BadRequestError, NotFoundError, ReauthorizationRequired
+from makini_source.paginator import KeysetWalk
+from makini_source.settings import UNIFIED_LOOKBACK_SECONDS
+from makini_source.window import Window
+
+SYNC_STATUS_PATH = "/api/integrations/current"
+# asked on every listing; the server clamps it to its maximum and says so in meta.per_page
+ASK_PER_PAGE = 1_000
+_STATES = {
+    "done": COMPLETE,
+    "fulldone": COMPLETE,
+    "inprogress": SYNCING,
+    "error": ERROR,
+    "fail": REAUTHORIZATION_REQUIRED,
+}
+
+
+class UnifiedDialect:
+    """The unified dialect for one connection of one family.
+
+    Args:
+        family: `erp` or `eam`: the family of the connection's system.
+    """
+
+    name = "unified"
+    custom_fields_at_top_level = True
+    has_tombstones = False
+    default_lookback_seconds = float(UNIFIED_LOOKBACK_SECONDS)
+
+    def __init__(self, family: str) -> None:
+        self.family: str | None = family
+        self._key_queries = True  # until the server refuses a filter or sort on `key`
+
+    def read_error(self, body: bytes) -> tuple[str | None, str | None, str | None]:
+        """`{"message": ..., "errors": {"field": ["..."]}}`."""
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None, None, None
+        if not isinstance(parsed, dict):
+            return None, None, None
+        message = parsed.get("message")
+        errors = parsed.get("errors")
+        if isinstance(errors, dict) and errors:
+            details = "; ".join(
+                f"{name}: {' '.join(map(str, texts)) if isinstance(texts, list) else texts}"
+                for name, texts in errors.items()
+            )
+            message = f"{message} ({details})" if isinstance(message, str) else details
+        return None, message if isinstance(message, str) else None, None
+
+    def sync_point(self, client: MakiniClient) -> SyncPoint:
+        """`GET /api/integrations/current`.
+
+        Raises:
+            ReauthorizationRequired: `sync_status` is `fail` (the connected system's
+                credentials are invalid).
+            ContractViolationError: No `data` object, or an unreadable `sync_updated_at`.
+        """
+        response = client.get(SYNC_STATUS_PATH, entity="integrations")
+        body = response.json("integrations", client.connection)
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, dict):
+            raise contract_error(
+                "integrations answer has no 'data' object", client, response, "integrations", "data"
+            )
+        reported = data.get("sync_status")
+        state = _STATES.get(reported, UNKNOWN) if isinstance(reported, str) else UNKNOWN
+        if state == REAUTHORIZATION_REQUIRED:
+            raise ReauthorizationRequired(
+                f"connection {client.connection!r} needs reauthorization (sync_status 'fail': "
+                "the connected system's credentials are invalid)",
+                connection=client.connection,
+                entity="integrations",
+                request_id=response.request_id,
+            )
+        updated = sync_time(data.get("sync_updated_at"), client, response, "sync_updated_at")
+        provider = data.get("provider")
+        return SyncPoint(
+            state=state,
+            # only a finished sync guarantees anything; in progress or failed: keep the
+            # stored point
+            complete_until=updated if state == COMPLETE else None,
+            reported=reported if isinstance(reported, str) else None,
+            reported_at=updated,
+            system=provider if isinstance(provider, str) else None,
+        )
+
+    def serves(self, entity: Entity) -> bool:
+        return self.family in entity.families
+
+    def max_page_size(self, entity: Entity) -> int:
+        return ASK_PER_PAGE
+
+    def pages(
+        self,
+        client: MakiniClient,
+        entity: Entity,
+        window: Window,
+        page_size: int,
+        decode: PageDecoder,
+    ) -> Iterator[Page]:
+        """Walks `window` exactly (`KeysetWalk`), yielding only records new to the walk."""
+        time_field = entity.cursor_field or "updatedAt"
+        walk = KeysetWalk(
+            time_field,
+            window.modified_after,
+            window.modified_before,
+            page_size,
+            key_queries=self._key_queries,
+        )
+        path = self._path(entity)
+        while walk.has_next:
+            params = walk.request_params()
+            try:
+                response = client.get(path, params, entity=entity.name)
+            except BadRequestError:
+                if not walk.key_queries:
+                    raise
+                # the server cannot filter or sort on `key`: read ties by equality walks
+                self._key_queries = False
+                walk.without_key_queries()
+                continue
+            page = self._page(client, entity, response, decode)
+            meta = page.decoded.envelope.get("meta") or {}
+            try:
+                fresh = walk.update(
+                    page.decoded.keys_and_times(time_field),
+                    _integer(meta.get("per_page")),
+                    page.total,
+                )
+            except ValueError as exc:
+                raise contract_error(str(exc), client, response, entity.name, time_field) from None
+            if not all(fresh):
+                page.decoded = page.decoded.only(fresh)
+            yield page
+
+    def probe(self, client: MakiniClient, entity: Entity, window: Window) -> Probe | None:
+        """One record of the window, oldest first: its time and `meta.total`."""
+        time_field = entity.cursor_field or "updatedAt"
+        params: dict[str, Any] = {f"sort[{time_field}]": 0, "page": 1, "per_page": 1}
+        if window.modified_after:
+            params[f"filter[{time_field}:gteq]"] = window.modified_after
+        if window.modified_before:
+            params[f"filter[{time_field}:lt]"] = window.modified_before
+        response = client.get(self._path(entity), params, entity=entity.name)
+        page = self._page(client, entity, response, None)
+        times = page.decoded.keys_and_times(time_field)
+        if not times or page.total is None or not isinstance(times[0][1], str):
+            return None
+        return Probe(times[0][1], page.total)
+
+    def count(
+        self, client: MakiniClient, entity: Entity, after: str | None, before: str | None
+    ) -> int:
+        """How many records have their time in `[after, before)` now (`meta.total`)."""
+        time_field = entity.cursor_field or "updatedAt"
+        params: dict[str, Any] = {"page": 1, "per_page": 1}
+        if after:
+            params[f"filter[{time_field}:gteq]"] = after
+        if before:
+            params[f"filter[{time_field}:lt]"] = before
+        response = client.get(self._path(entity), params, entity=entity.name)
+        page = self._page(client, entity, response, None)
+        if page.total is None:
+            raise contract_error(
+                "list answer has no meta.total", client, response, entity.name, "meta"
+            )
+        return page.total
+
+    def get_record(self, client: MakiniClient, entity: Entity, key: str) -> dict[str, Any] | None:
+        """The record with `key` now, or None if it no longer exists (404)."""
+        try:
+            response = client.get(f"{self._path(entity)}/{key}", entity=entity.name)
+        except NotFoundError:
+            return None
+        body = response.json(entity.name, client.connection)
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, dict):
+            raise contract_error(
+                "record answer has no 'data' object", client, response, entity.name, "data"
+            )
+        return data
+
+    def _path(self, entity: Entity) -> str:
+        return f"/api/{self.family}/{entity.path}"
+
+    def _page(
+        self,
+        client: MakiniClient,
+        entity: Entity,
+        response: Response,
+        decode: PageDecoder | None,
+    ) -> Page:
+        decoded: DecodedPage = decode_page(decode, client, entity, response)
+        meta = decoded.envelope.get("meta")
+        if not isinstance(meta, dict):
+            raise contract_error(
+                "list answer has no 'meta' object", client, response, entity.name, "meta"
+            )
+        return Page(decoded, response.request_id, response.url, _integer(meta.get("total")))
+
+
+def _integer(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None

@@ -1,0 +1,351 @@
+"""The read path of one entity, for every connection at once.
+
+Data flows one way: per connection, listings (threads: one per connection and time slice)
+put pages on one fan-in queue (`fanin.FanIn`); the resource's thread takes them off as they
+arrive, converts them (`records.RecordConverter`, a few pages at a time), collects the rows
+of many pages and hands dlt one Arrow table per destination table. Failures are isolated per
+connection here, in one place (`_failed`): a connection that fails stops, its watermark stays,
+and the other connections load.
+
+When all listings of a connection have ended, its part is finished: marker rows for the
+children of superseded versions, the deletes a unified connection must find itself
+(`deletes.py`), then the watermark for the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import dlt
+import pyarrow as pa
+
+from makini_source.catalogue import Entity
+from makini_source.columnar import PageDecoder
+from makini_source.connection import Connection
+from makini_source.dialects.base import Dialect, Page
+from makini_source.exceptions import (
+    ConfigurationError,
+    ContractViolationError,
+    MakiniAPIError,
+    MakiniError,
+    PermissionDeniedError,
+)
+from makini_source.fanin import Failure, FanIn, Finished, Item
+from makini_source.hints import child_hints, main_hints, replaced_per_connection
+from makini_source.memory import release_unused_memory
+from makini_source.records import (
+    PageBatcher,
+    PageTables,
+    RecordConverter,
+    SupersededChildren,
+    settle_batch_types,
+)
+from makini_source.settings import (
+    BATCH_ROWS,
+    CONNECTION_COLUMN,
+    CONVERT_BATCH_RECORDS,
+    MARKER_COLUMN,
+    MAX_CONCURRENT_LISTINGS,
+    PAGES_AHEAD,
+    SLICE_MIN_RECORDS,
+)
+from makini_source.window import TDateLike, Window, plan_window, split_window
+
+logger = logging.getLogger("makini_source")
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How a run reads (the source's settings that shape listings and rows)."""
+
+    start_date: TDateLike = None
+    end_date: TDateLike = None
+    page_size: int | None = None
+    hard_delete: bool = False
+    on_permission_denied: str = "skip"
+    max_slices: int = 2
+    stop_at_sync_point: bool = False
+    lookback_seconds: float | None = None
+
+
+@dataclass
+class _Skipped:
+    """A listing's note that the connection does not serve the entity."""
+
+    reason: str
+
+
+@dataclass
+class _ConnectionRead:
+    """One connection's part of an entity read, on the resource's thread."""
+
+    connection: Connection
+    converter: RecordConverter
+    batcher: PageBatcher
+    superseded: SupersededChildren
+    window: Window | None = None
+    skipped: bool = False
+    tables: list[PageTables] = field(default_factory=list)
+
+
+class EntityRead:
+    """Reads one entity from every connection; iterate it for dlt items.
+
+    Args:
+        entity: The entity.
+        connections: Every connection of the run (failed ones are skipped).
+        options: How to read.
+        state: The resource's state: `watermarks` per connection live here.
+        known_types: Column name -> dlt data type of a table, as the schema knows it.
+    """
+
+    def __init__(
+        self,
+        entity: Entity,
+        connections: list[Connection],
+        options: ReadOptions,
+        state: dict[str, Any],
+        known_types: Any,
+    ) -> None:
+        self.entity = entity
+        self.options = options
+        self._watermarks: dict[str, str] = state.setdefault("watermarks", {})
+        self._connections = [c for c in connections if c.failure is None]
+        self._known_types = known_types
+        # one type per inferred column for every connection's pages (custom fields differ per
+        # connection): the first page converted settles it, see RecordConverter
+        self._settled: dict[tuple[str, str], pa.DataType] = {}
+        self._hints = {entity.table: main_hints(entity, options.hard_delete)}
+        self._hints.update({child.table: child_hints(entity, child) for child in entity.children})
+
+    def __iter__(self) -> Iterator[Any]:
+        fanin = FanIn(PAGES_AHEAD, MAX_CONCURRENT_LISTINGS)
+        reads: dict[str, _ConnectionRead] = {}
+        for connection in self._connections:
+            reads[connection.name] = self._start(connection)
+            fanin.add(
+                connection.name,
+                partial(self._listing, connection, dict(self._watermarks), fanin),
+                name=f"makini-{connection.name}-{self.entity.name}",
+            )
+        batch = _Batch(self._hints, self._settled)
+        try:
+            for event in fanin.events():
+                read = reads[str(event.owner)]
+                try:
+                    if isinstance(event, Item):
+                        self._take(read, event.value)
+                    elif isinstance(event, Failure):
+                        self._failed(read, event.error, fanin)
+                    elif isinstance(event, Finished):
+                        self._finish(read)
+                except (MakiniAPIError, ContractViolationError) as exc:
+                    self._failed(read, exc, fanin)  # a page that does not convert
+                for tables in read.tables:
+                    batch.add(tables, read.connection, self.entity)
+                read.tables.clear()
+                if batch.rows >= BATCH_ROWS:
+                    yield from batch.flush()
+            yield from batch.flush()
+        finally:
+            fanin.close()
+            release_unused_memory()  # before the load step needs memory of its own
+
+    # --- one connection's listing (runs on a listing thread) --------------------------------
+
+    def _listing(
+        self, connection: Connection, watermarks: Mapping[str, str], fanin: FanIn
+    ) -> Iterator[Any]:
+        """The connection's pages of the entity: its window, then every page of every slice."""
+        dialect, point = connection.resolve()
+        entity = self.entity
+        if not dialect.serves(entity):
+            family = f"the {dialect.family} family" if dialect.family else f"{dialect.name}"
+            yield _Skipped(f"{entity.name} skipped: not served by {family}")
+            return
+        options = self.options
+        if replaced_per_connection(entity):
+            window = Window(None, None, None)  # read whole, every run
+        else:
+            lookback = options.lookback_seconds
+            window = plan_window(
+                watermarks.get(connection.name),
+                options.start_date,
+                options.end_date,
+                point.complete_until if options.end_date is None else None,
+                stop_at_sync_point=options.stop_at_sync_point,
+                lookback_seconds=dialect.default_lookback_seconds if lookback is None else lookback,
+            )
+        yield window
+        if window.is_empty:
+            return
+        largest = dialect.max_page_size(entity)
+        page_size = min(options.page_size or largest, largest)
+        first_run = watermarks.get(connection.name) is None or options.end_date is not None
+        slices = self._slices(dialect, connection, window) if first_run else [window]
+        for number, piece in enumerate(slices[1:], start=1):
+            fanin.add(
+                connection.name,
+                partial(self._pages, dialect, connection, piece, page_size),
+                name=f"makini-{connection.name}-{entity.name}-{number}",
+            )
+        yield from self._pages(dialect, connection, slices[0], page_size)
+
+    def _pages(
+        self, dialect: Dialect, connection: Connection, window: Window, page_size: int
+    ) -> Iterator[Page]:
+        decode = PageDecoder(self.entity)
+        return dialect.pages(connection.client, self.entity, window, page_size, decode)
+
+    def _slices(self, dialect: Dialect, connection: Connection, window: Window) -> list[Window]:
+        """The window, or its time slices when the listing is long enough to read them at once.
+
+        One request for a single record tells how many records the window holds and where the
+        first one lies in time. Slices let a first sync of a big entity fetch and parse several
+        pages at a time (within the connection's rate limit, which every slice shares).
+        """
+        if self.options.max_slices < 2 or (
+            window.sync_point is None and not window.modified_before
+        ):
+            return [window]
+        probe = dialect.probe(connection.client, self.entity, window)
+        if probe is None:
+            return [window]
+        parts = min(self.options.max_slices, probe.total // SLICE_MIN_RECORDS)
+        if parts < 2:
+            return [window]
+        try:
+            return split_window(window, probe.first_time, parts)
+        except ConfigurationError:  # not a timestamp: the listing itself will say so
+            return [window]
+
+    # --- the resource's thread ----------------------------------------------------------------
+
+    def _start(self, connection: Connection) -> _ConnectionRead:
+        converter = RecordConverter(
+            self.entity,
+            connection.name,
+            hard_delete=self.options.hard_delete,
+            custom_fields_at_top_level=False,  # set when the dialect is known
+            known_types=self._known_types,
+            settled_types=self._settled,
+        )
+        return _ConnectionRead(
+            connection,
+            converter,
+            PageBatcher(converter, CONVERT_BATCH_RECORDS),
+            SupersededChildren(self.entity, connection.name),
+        )
+
+    def _take(self, read: _ConnectionRead, value: Any) -> None:
+        """A listing's value: its window, a skip notice, or a page."""
+        if isinstance(value, Window):
+            read.window = value
+            dialect = read.connection.dialect
+            assert dialect is not None
+            read.converter.custom_fields_at_top_level = dialect.custom_fields_at_top_level
+            if value.note:
+                read.connection.note(value.note)
+            return
+        if isinstance(value, _Skipped):
+            read.skipped = True
+            read.connection.note(value.reason)
+            return
+        assert isinstance(value, Page)
+        self._collect(read, read.batcher.add(value.decoded, value.request_id))
+
+    def _collect(self, read: _ConnectionRead, converted: list[PageTables]) -> None:
+        for tables in converted:
+            read.superseded.observe(tables)
+            read.tables.append(tables)
+
+    def _finish(self, read: _ConnectionRead) -> None:
+        """Every listing of the connection ended: flush, add markers, store the watermark."""
+        connection = read.connection
+        self._collect(read, read.batcher.flush())  # pages read before a failure still load
+        markers = read.superseded.markers()
+        if markers:
+            read.tables.append(PageTables(None, markers))
+        if connection.failure is not None or read.skipped or read.window is None:
+            return
+        if replaced_per_connection(self.entity):
+            # the connection's rows are replaced even when it lists nothing now
+            read.tables.append(PageTables(_replace_marker(connection.name)))
+        if read.window.next_watermark is not None:
+            self._watermarks[connection.name] = read.window.next_watermark
+
+    def _failed(self, read: _ConnectionRead, error: BaseException, fanin: FanIn) -> None:
+        """Isolates a connection's failure: it stops, the others go on."""
+        connection = read.connection
+        fanin.stop(connection.name)
+        if isinstance(error, PermissionDeniedError) and connection.failure is None:
+            if self.options.on_permission_denied == "fail":
+                raise error
+            logger.warning(
+                "skipping %s for connection %s: %s", self.entity.name, connection.name, error
+            )
+            connection.note(f"{self.entity.name} skipped: permission denied")
+            read.skipped = True
+            return
+        if not isinstance(error, MakiniError) or isinstance(error, ConfigurationError):
+            raise error  # a bug or a mistake of ours: stop the run
+        connection.fail(error)
+
+
+class _Batch:
+    """Collects the tables of many pages and hands them to dlt as one table each.
+
+    dlt's per-item cost (schema inference, name normalization, one parquet row group per
+    item) is paid per batch instead of per page: ~10x fewer items at the default size.
+    """
+
+    def __init__(
+        self, hints: Mapping[str, Any], settled: dict[tuple[str, str], pa.DataType]
+    ) -> None:
+        self._hints = hints
+        self._settled = settled
+        self._tables: dict[str, list[pa.Table]] = {}
+        self.rows = 0
+
+    def add(self, tables: PageTables, connection: Connection, entity: Entity) -> None:
+        """Adds one conversion's tables (and counts their rows for the connection)."""
+        if tables.main is not None:
+            self._tables.setdefault(entity.table, []).append(tables.main)
+            self.rows += tables.main.num_rows
+            if MARKER_COLUMN not in tables.main.column_names:
+                connection.count_rows(entity.table, tables.main.num_rows)
+        for table_name, table in tables.children.items():
+            self._tables.setdefault(table_name, []).append(table)
+            self.rows += table.num_rows
+            connection.count_rows(table_name, tables.live_children.get(table_name, 0))
+
+    def flush(self) -> list[Any]:
+        """The collected tables as dlt items (one per destination table), and a fresh batch."""
+        items: list[Any] = []
+        for name, tables in self._tables.items():
+            tables = settle_batch_types(name, tables, self._settled)
+            try:
+                # pages may differ in columns (a field null on one page is absent there)
+                merged = [pa.concat_tables(tables, promote_options="default")]
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                merged = tables  # a type differs between pages: dlt reconciles them
+            items.extend(
+                dlt.mark.with_hints(table, self._hints[name], create_table_variant=True)
+                for table in merged
+            )
+        self._tables = {}
+        self.rows = 0
+        return items
+
+
+def _replace_marker(connection: str) -> pa.Table:
+    return pa.table(
+        {
+            CONNECTION_COLUMN: pa.array([connection], pa.string()),
+            MARKER_COLUMN: pa.array([True], pa.bool_()),
+        }
+    )
