@@ -26,7 +26,9 @@ import pyarrow as pa
 from makini_source.catalogue import Entity
 from makini_source.columnar import PageDecoder
 from makini_source.connection import Connection
+from makini_source.deletes import DeleteFinder, Destination, Found
 from makini_source.dialects.base import Dialect, Page
+from makini_source.dialects.unified import UnifiedDialect
 from makini_source.exceptions import (
     ConfigurationError,
     ContractViolationError,
@@ -89,7 +91,9 @@ class _ConnectionRead:
     superseded: SupersededChildren
     window: Window | None = None
     skipped: bool = False
+    finding_deletes: bool = False
     tables: list[PageTables] = field(default_factory=list)
+    keys: list[pa.Array] = field(default_factory=list)  # every key read (for deletes)
 
 
 class EntityRead:
@@ -121,6 +125,10 @@ class EntityRead:
         self._settled: dict[tuple[str, str], pa.DataType] = {}
         self._hints = {entity.table: main_hints(entity, options.hard_delete)}
         self._hints.update({child.table: child_hints(entity, child) for child in entity.children})
+        try:
+            self._pipeline: Any = dlt.current.pipeline()
+        except Exception:  # noqa: BLE001 - extracted without a pipeline: deletes cannot be found
+            self._pipeline = None
 
     def __iter__(self) -> Iterator[Any]:
         fanin = FanIn(PAGES_AHEAD, MAX_CONCURRENT_LISTINGS)
@@ -142,7 +150,7 @@ class EntityRead:
                     elif isinstance(event, Failure):
                         self._failed(read, event.error, fanin)
                     elif isinstance(event, Finished):
-                        self._finish(read)
+                        self._finish(read, fanin)
                 except (MakiniAPIError, ContractViolationError) as exc:
                     self._failed(read, exc, fanin)  # a page that does not convert
                 for tables in read.tables:
@@ -255,28 +263,94 @@ class EntityRead:
             read.skipped = True
             read.connection.note(value.reason)
             return
+        if isinstance(value, Found):
+            read.tables.append(value.tables)
+            connection = read.connection
+            connection.deletes_found[self.entity.name] = (
+                connection.deletes_found.get(self.entity.name, 0) + value.deleted
+            )
+            return
         assert isinstance(value, Page)
         self._collect(read, read.batcher.add(value.decoded, value.request_id))
 
     def _collect(self, read: _ConnectionRead, converted: list[PageTables]) -> None:
         for tables in converted:
             read.superseded.observe(tables)
+            if tables.main is not None:
+                read.keys.append(tables.main.column("key").combine_chunks())
             read.tables.append(tables)
 
-    def _finish(self, read: _ConnectionRead) -> None:
-        """Every listing of the connection ended: flush, add markers, store the watermark."""
+    def _finish(self, read: _ConnectionRead, fanin: FanIn) -> None:
+        """Every listing of the connection ended: flush, add markers, find deletes (unified),
+        then store the watermark."""
         connection = read.connection
         self._collect(read, read.batcher.flush())  # pages read before a failure still load
-        markers = read.superseded.markers()
-        if markers:
-            read.tables.append(PageTables(None, markers))
         if connection.failure is not None or read.skipped or read.window is None:
+            self._add_markers(read)
             return
+        if not read.finding_deletes and self._must_find_deletes(read):
+            read.finding_deletes = True
+            finder = self._delete_finder(read)
+            fanin.add(
+                connection.name,
+                partial(self._find_deletes, finder, connection),
+                name=f"makini-{connection.name}-{self.entity.name}-deletes",
+            )
+            return  # finished again once the deletes are found
+        self._add_markers(read)
         if replaced_per_connection(self.entity):
             # the connection's rows are replaced even when it lists nothing now
             read.tables.append(PageTables(_replace_marker(connection.name)))
         if read.window.next_watermark is not None:
             self._watermarks[connection.name] = read.window.next_watermark
+
+    def _add_markers(self, read: _ConnectionRead) -> None:
+        markers = read.superseded.markers()
+        if markers:
+            read.tables.append(PageTables(None, markers))
+
+    def _must_find_deletes(self, read: _ConnectionRead) -> bool:
+        """A unified connection's incremental run must look for records that vanished."""
+        dialect = read.connection.dialect
+        return (
+            dialect is not None
+            and not dialect.has_tombstones
+            and isinstance(dialect, UnifiedDialect)
+            and not replaced_per_connection(self.entity)
+            and self.options.end_date is None
+            and read.window is not None
+            and read.window.modified_after is not None
+            and self._watermarks.get(read.connection.name) is not None
+            and self._pipeline is not None
+        )
+
+    def _delete_finder(self, read: _ConnectionRead) -> DeleteFinder:
+        schema = dlt.current.source_schema()
+        columns = {
+            table: dict(schema.tables[table]["columns"])
+            for table in self.entity.tables
+            if table in schema.tables
+        }
+        read_keys = set(pa.concat_arrays(read.keys).to_pylist()) if read.keys else set()
+        dialect = read.connection.dialect
+        assert isinstance(dialect, UnifiedDialect) and read.window is not None
+        return DeleteFinder(
+            dialect,
+            read.connection.client,
+            self.entity,
+            read.connection.name,
+            read.window,
+            read_keys,
+            Destination(self._pipeline, columns),
+            self.options.hard_delete,
+        )
+
+    @staticmethod
+    def _find_deletes(finder: DeleteFinder, connection: Connection) -> Iterator[Any]:
+        try:
+            yield from finder
+        finally:
+            connection.delete_requests += finder.requests
 
     def _failed(self, read: _ConnectionRead, error: BaseException, fanin: FanIn) -> None:
         """Isolates a connection's failure: it stops, the others go on."""
