@@ -23,8 +23,9 @@ import hmac
 import itertools
 import os
 import threading
+from array import array
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,9 @@ from .generator import (
     po_totals,
 )
 from .limits import RateLimiter, RequestStats
+from .openapi_schemas import EntityShape, load_catalogue
+from .schema_records import KeyRefs, SchemaRecordFactory
+from .schema_records import empty_record as empty_schema_record
 from .timeutil import US_PER_SECOND, format_timestamp, parse_timestamp, real_now_us
 
 DEFAULT_LIMIT = 100
@@ -168,6 +172,35 @@ class Version:
         return self._bytes
 
 
+@dataclass(frozen=True)
+class RecordTraits:
+    """What writes need to know about an entity's records.
+
+    Attributes:
+        created_at: records carry ``createdAt``.
+        updated_at: records carry ``updatedAt`` (an admin write sets it).
+        empty: a record with every field empty, for a key created through the admin API.
+    """
+
+    created_at: bool
+    updated_at: bool
+    empty: Callable[[str], dict[str, Any]]
+
+    @classmethod
+    def v1(cls, entity: str) -> RecordTraits:
+        """Traits of one of the six v1 entities."""
+        return cls(True, True, lambda key: empty_record(entity, key))
+
+    @classmethod
+    def of_shape(cls, shape: EntityShape) -> RecordTraits:
+        """Traits of a catalogue entity (records as its schema has them)."""
+        return cls(
+            shape.has("createdAt"),
+            shape.has("updatedAt"),
+            lambda key: empty_schema_record(shape, key),
+        )
+
+
 class CacheBudget:
     """Byte budget shared by the caches of serialized generated records."""
 
@@ -190,17 +223,24 @@ class EntityStore:
     Args:
         entity: entity path.
         layout: the generated records' layout.
-        factory: builds generated record bodies.
+        factory: builds generated record bodies (``make(entity, pos)``).
         budget: shared byte budget of the serialized-record cache.
+        traits: what writes need to know about the records (default: a v1 entity's).
     """
 
     def __init__(
-        self, entity: str, layout: Layout, factory: RecordFactory, budget: CacheBudget
+        self,
+        entity: str,
+        layout: Layout,
+        factory: RecordFactory | SchemaRecordFactory,
+        budget: CacheBudget,
+        traits: RecordTraits | None = None,
     ) -> None:
         self.entity = entity
         self.layout = layout
         self.factory = factory
         self.budget = budget
+        self.traits = traits or RecordTraits.v1(entity)
         # a list indexed by position, not a dict: int keys scattered over the heap would pin
         # memory arenas of the generator's short-lived objects (RSS would double)
         self.cache: list[bytes | None] = [None] * layout.count
@@ -415,17 +455,21 @@ class ConnectionState:
         empty_every: every Nth page of a listing is empty but has a next cursor (0: never).
         null_total_count: answer ``total_count: null`` (the system cannot tell).
         limiter: the connection's rate limiter.
-        entities: entity stores by path.
+        entities: entity stores by path: the six from the start, catalogue entities added on
+            first use (:meth:`Store.entity`).
+        budget: the sandbox's cache budget (shared by every entity store).
         custom_fields: the connection's custom field names and types.
         profile: the connection as the account API and the unified dialect see it.
         full_sync_done: the last admin sync was a full sync (unified ``fulldone``).
         status_since: when ``status`` last changed (epoch µs; ``None``: since the start).
+        key_refs: keys of every entity's generated records (built on first use).
     """
 
     config: ConnectionConfig
     token: str
     limiter: RateLimiter
     entities: dict[str, EntityStore]
+    budget: CacheBudget
     custom_fields: dict[str, str]
     profile: ConnectionProfile
     revoked: bool = False
@@ -439,6 +483,7 @@ class ConnectionState:
     null_total_count: bool = False
     full_sync_done: bool = False
     status_since: int | None = None
+    key_refs: KeyRefs | None = None
 
     @property
     def name(self) -> str:
@@ -557,6 +602,7 @@ class Store:
                 token=cc.token,
                 limiter=RateLimiter(cc.rate_limit, cc.rate_window_seconds, cc.retry_after_format),
                 entities=entities,
+                budget=budget,
                 custom_fields=dict(factory.custom_fields),
                 profile=ConnectionProfile.from_config(cc, start_us),
                 last_sync_at=newest + SYNC_LAG_US,
@@ -585,13 +631,52 @@ class Store:
     def entity(self, conn: ConnectionState, entity: str) -> EntityStore:
         """The entity store of ``conn`` for path ``entity``.
 
+        The six v1 entities exist from the start; a catalogue entity (``invoices``,
+        ``statuses/purchase-orders``...) gets its store on first use: its layout is computed
+        then, its records are built when read, as for the six.
+
         Raises:
             NotFound: unknown entity path.
         """
         es = conn.entities.get(entity)
         if es is None:
-            raise NotFound(f"Unknown entity {entity!r}.")
+            with self.lock:
+                es = conn.entities.get(entity) or self._catalogue_entity(conn, entity)
         return es
+
+    def _catalogue_entity(self, conn: ConnectionState, path: str) -> EntityStore:
+        shape = load_catalogue().entities.get(path)
+        if shape is None:
+            raise NotFound(f"Unknown entity {path!r}.")
+        config = self.config
+        count = conn.config.count_of(path)
+        layout = build_layout(
+            config.seed,
+            conn.name,
+            path,
+            count,
+            # a few records each: smaller tie groups, so that they spread over the history
+            # and still share timestamps now and then
+            max(1, min(config.tie_group, count // 2)),
+            config.big_tie_group,
+            parse_timestamp(config.history_start),
+            parse_timestamp(config.history_end),
+            prefix=shape.key_prefix,
+        )
+        if not shape.has("updatedAt"):
+            # createdAt is the only time (if any): let it carry the bulk-update ties
+            layout.created = array("q", layout.updated)
+        factory = SchemaRecordFactory(config.seed, conn.name, shape, self.key_refs(conn), layout)
+        es = EntityStore(path, layout, factory, conn.budget, RecordTraits.of_shape(shape))
+        conn.entities[path] = es
+        return es
+
+    def key_refs(self, conn: ConnectionState) -> KeyRefs:
+        """Keys of ``conn``'s generated records by entity, for reference fields."""
+        if conn.key_refs is None:
+            paths = load_catalogue().entities
+            conn.key_refs = KeyRefs({p: conn.config.count_of(p) for p in paths})
+        return conn.key_refs
 
     def authenticate(self, token: str) -> ConnectionState | None:
         """The connection of ``token``, else ``None``.
@@ -851,10 +936,11 @@ class Store:
             if "updatedAt" in fields:
                 ts = self._parse_ts(fields["updatedAt"], "updatedAt")
             ts_s = format_timestamp(ts)
+            traits = es.traits
             if base is None:
-                record = empty_record(entity, key)
+                record = traits.empty(key)
                 created = ts
-                if "createdAt" not in fields:
+                if "createdAt" not in fields and traits.created_at:
                     record["createdAt"] = ts_s
             else:
                 record = copy.deepcopy(base.record)
@@ -876,7 +962,8 @@ class Store:
                 else:
                     record[name] = value
             record["key"] = key
-            record["updatedAt"] = ts_s
+            if traits.updated_at:
+                record["updatedAt"] = ts_s
             if entity == "purchase-orders" and "lineItems" in fields:
                 record["lineItems"] = self._merge_lines(
                     key, record.get("lineItems") or [], fields["lineItems"], ts_s
@@ -973,7 +1060,10 @@ class Store:
                 ts = self._parse_ts(deleted_at, "deletedAt")
             record = copy.deepcopy(base.record)
             ts_s = format_timestamp(ts)
-            record["updatedAt"] = ts_s
+            if es.traits.updated_at:
+                record["updatedAt"] = ts_s
+            # kept on records whose schema lacks it too: it marks the tombstone (unified
+            # listings drop such records: without deletedAt there is no soft delete)
             record["deletedAt"] = ts_s
             version = Version(record, ts, base.created, hard=hard)
             self._write(conn, es, version, pending)
@@ -1154,12 +1244,19 @@ class Store:
             return conn.profile.describe()
 
     def describe(self) -> list[dict[str, Any]]:
-        """Admin view of every connection."""
+        """Admin view of every connection (``counts`` covers every entity, the catalogue
+        entities included; those not used yet are counted without building their store)."""
+        paths = [*ENTITIES, *(p for p in load_catalogue().entities if p not in ENTITIES)]
         with self.lock:
             out = []
             for conn in self.connections.values():
                 counts = {}
-                for entity, es in conn.entities.items():
+                for entity in paths:
+                    es = conn.entities.get(entity)
+                    if es is None:
+                        n = conn.config.count_of(entity)
+                        counts[entity] = {"generated": n, "visible": n, "deleted": 0, "pending": 0}
+                        continue
                     live, tomb = es.visible_count()
                     counts[entity] = {
                         "generated": es.layout.count,

@@ -4,14 +4,16 @@ Paths (see ``makini_sandbox/README.md`` for the decisions behind them):
 
 * ``GET /api/{erp|eam}/{entity}``: page-numbered listing (``page``, ``per_page``) in the
   Laravel envelope ``{"data", "links", "meta"}``, with ``filter[...]``, ``filterMatch`` and
-  ``sort[...]`` (state side: :mod:`makini_sandbox.unified_listing`).
+  ``sort[...]`` (state side: :mod:`makini_sandbox.unified_listing`), for every list endpoint
+  of Makini's OpenAPI files (``entity`` may contain ``/``: ``statuses/purchase-orders``).
 * ``GET /api/{erp|eam}/{entity}/{key}``: one record, ``{"data": {...}}``.
 * ``GET /api/{erp|eam}/purchase-orders.line-items``: lines, flat.
 * ``GET /api/integrations/current``: the sync status.
 * ``POST /link/token``, ``GET /api/system/connections``,
   ``POST /api/system/connections/{key}/token``: account credentials and minted tokens.
 
-Records are the stored v1 records reshaped at response time (:func:`unified_record`). Errors
+Records are the stored records reshaped at response time
+(:meth:`~makini_sandbox.unified_records.UnifiedEntity.render`). Errors
 are Laravel's bodies; the rate limiter, fault rules, stats and request ids are the ones v1
 uses (:class:`~makini_sandbox.responses.ApiBase`).
 """
@@ -37,9 +39,9 @@ from .errors import (
     ValidationFailed,
 )
 from .faults import FaultRule
-from .generator import DECIMAL_FIELDS, ENTITIES
 from .limits import UNLIMITED, RateDecision
 from .models import ConnectionState, Filters, Store
+from .openapi_schemas import LINE_ITEMS_PATH, load_catalogue
 from .responses import (
     JSON,
     ApiBase,
@@ -49,40 +51,20 @@ from .responses import (
     ok_response,
     request_id_of,
 )
+from .schema_records import SchemaRecordFactory
 from .timeutil import format_laravel, format_timestamp, parse_timestamp, parse_timestamp_exact
-from .unified_listing import QUERY_FIELDS, Condition, ListQuery, list_page, unified_visible
+from .unified_listing import Condition, ListQuery, list_page, unified_visible
+from .unified_records import Filler, UnifiedEntity, unified_entity
 
 PO = "purchase-orders"
-LINE_ITEMS = "purchase-orders.line-items"
-#: entity paths each family serves
-FAMILY_ENTITIES: dict[str, frozenset[str]] = {
-    "erp": frozenset({"purchase-orders", "vendors", "materials", "sites"}),
-    "eam": frozenset(ENTITIES),
-}
+LINE_ITEMS = LINE_ITEMS_PATH
+FAMILIES = ("erp", "eam")
 DEFAULT_PER_PAGE = 15
 MAX_PER_PAGE = 100
-#: entities whose unified shape has no ``createdAt`` (and no ``deletedAt``)
-_NO_CREATED_AT = frozenset({PO})
 _OPS = ("eq", "gt", "gteq", "lt", "lted", "lteq", "contains", "startsWith")
 _INT_RE = re.compile(r"^[0-9]{1,9}$")
 _FILTER_RE = re.compile(r"^filter\[([^\[\]:]*)(?::([^\[\]]*))?\]$")
 _SORT_RE = re.compile(r"^sort\[([^\[\]]*)\]$")
-#: money, quantity and measure fields sent as JSON numbers when a connection wants that
-NUMERIC_FIELDS = DECIMAL_FIELDS | {
-    "uomQuantity",
-    "minQuantity",
-    "maxQuantity",
-    "length",
-    "width",
-    "height",
-    "rate",
-    "cost",
-}
-_NUMERIC_RE = re.compile(
-    rb'"('
-    + b"|".join(n.encode() for n in sorted(NUMERIC_FIELDS))
-    + rb')":"(-?[0-9]+(?:\.[0-9]+)?)"'
-)
 _ANON_HEADERS = {"X-RateLimit-Limit": str(UNLIMITED), "X-RateLimit-Remaining": str(UNLIMITED)}
 _REDIRECT_HTML = """<!DOCTYPE html>
 <html>
@@ -160,28 +142,6 @@ class UnifiedDialect(Dialect):
         )
 
 
-def unified_record(data: bytes, entity: str, money_as_numbers: bool) -> bytes:
-    """Reshape a stored (v1) record for the unified dialect.
-
-    ``customFields`` become top-level keys (after the schema's fields; a custom field named
-    like a schema field is dropped); a purchase order loses ``createdAt`` and ``deletedAt``
-    (its lines keep theirs); with ``money_as_numbers`` the money and quantity fields
-    (:data:`NUMERIC_FIELDS`) are JSON numbers written with the string's exact digits
-    (``"1234.5000"`` -> ``1234.5000``). Values that are not plain decimals stay strings.
-    """
-    record = orjson.loads(data)
-    custom = record.pop("customFields", None) or {}
-    if entity in _NO_CREATED_AT:
-        record.pop("createdAt", None)
-        record.pop("deletedAt", None)
-    for name, value in custom.items():
-        record.setdefault(name, value)
-    out = orjson.dumps(record)
-    if money_as_numbers:
-        out = _NUMERIC_RE.sub(rb'"\1":\2', out)
-    return out
-
-
 def paged_body(items: list[bytes], total: int, page: int, per_page: int, path: str) -> bytes:
     """The Laravel envelope ``{"data", "links", "meta"}``; links carry only ``page``."""
     last_page = max(1, math.ceil(total / per_page))
@@ -255,14 +215,6 @@ def parse_paging(query: Mapping[str, str]) -> tuple[int, int]:
     return values["page"], min(values["per_page"], MAX_PER_PAGE)
 
 
-def _allowed_fields(entity: str, key_queries: bool) -> tuple[str, ...]:
-    return tuple(
-        f
-        for f in QUERY_FIELDS
-        if not (f == "createdAt" and entity in _NO_CREATED_AT) and (key_queries or f != "key")
-    )
-
-
 def _condition(name: str, field: str, op: str, value: str) -> Condition:
     """One filter parameter as a :class:`Condition` (op already validated)."""
     if field == "key":
@@ -296,11 +248,15 @@ def _condition(name: str, field: str, op: str, value: str) -> Condition:
 
 
 def parse_query(
-    query_items: list[tuple[str, str]], entity: str, key_queries: bool
+    query_items: list[tuple[str, str]], allowed: tuple[str, ...]
 ) -> tuple[tuple[Condition, ...], bool, tuple[tuple[str, bool], ...]]:
     """Filters, ``filterMatch`` and sort of a listing.
 
     A parameter given twice keeps its first position and its last value (PHP's rule).
+
+    Args:
+        query_items: the query string's (name, value) pairs in order.
+        allowed: the fields the listing filters and sorts on.
 
     Returns:
         (conditions, match_any, sort).
@@ -308,7 +264,6 @@ def parse_query(
     Raises:
         ValidationFailed: unknown field or operator, bad value.
     """
-    allowed = _allowed_fields(entity, key_queries)
     filters: dict[str, str] = {}
     sorts: dict[str, str] = {}
     match = "all"
@@ -375,49 +330,70 @@ class UnifiedApi(ApiBase):
             NotFound(f"Unknown path {request.url.path!r}."), request_id_of(request), _ANON_HEADERS
         )
 
-    def _entity_route(self, request: Request) -> tuple[str, str] | None:
+    async def entity_path(self, request: Request) -> Response:
+        """``GET /api/{family}/{rest}``: a listing, one record, or the flat PO lines."""
         family = request.path_params["family"]
-        entity = request.path_params["entity"]
-        if family not in FAMILY_ENTITIES or (entity not in ENTITIES and entity != LINE_ITEMS):
-            return None
-        return family, entity
+        rest = request.path_params["rest"]
+        if family in FAMILIES and rest == LINE_ITEMS:
+            return await self.list_line_items(request, family)
+        route = load_catalogue().resolve(rest) if family in FAMILIES else None
+        ue = None if route is None else unified_entity(route[0])
+        if route is None or ue is None:
+            return self.not_found(request)
+        key = route[1]
+        if key is None:
+            return await self.list_records(request, family, ue)
+        return await self.get_record(request, family, ue, key)
 
     @staticmethod
-    def _family_check(family: str, entity: str) -> Callable[[ConnectionState], None]:
-        """The route check of a family path: the connection serves that family and entity."""
-        served = PO if entity == LINE_ITEMS else entity
+    def _family_check(family: str, ue: UnifiedEntity) -> Callable[[ConnectionState], None]:
+        """The route check of a family path: the connection serves that family, and the
+        family publishes the entity."""
 
         def check(conn: ConnectionState) -> None:
-            if conn.profile.family != family or served not in FAMILY_ENTITIES[family]:
-                raise NotFound(f"{conn.name} does not serve /api/{family}/{entity}.")
+            if conn.profile.family != family or family not in ue.families:
+                raise NotFound(f"{conn.name} does not serve /api/{family}/{ue.path}.")
 
         return check
 
-    async def list_records(self, request: Request) -> Response:
+    def _filler(self, conn: ConnectionState, ue: UnifiedEntity) -> Filler | None:
+        """Values of the schema fields ``ue``'s stored records lack (cached per store)."""
+        if not ue.fill:
+            return None
+        es = self.store.entity(conn, ue.path)
+        filler = es.derived.get("unified_filler")
+        if filler is None:
+            factory = SchemaRecordFactory(
+                self.store.config.seed, conn.name, ue.shape, self.store.key_refs(conn)
+            )
+            filler = factory.fill
+            es.derived["unified_filler"] = filler
+        return filler  # type: ignore[no-any-return]
+
+    async def list_records(self, request: Request, family: str, ue: UnifiedEntity) -> Response:
         """``GET /api/{family}/{entity}``."""
-        route = self._entity_route(request)
-        if route is None:
-            return self.not_found(request)
-        family, entity = route
-        if entity == LINE_ITEMS:
-            return await self.list_line_items(request, family)
         store = self.store
+        entity = ue.path
 
         async def respond(
             conn: ConnectionState, headers: dict[str, str], post: list[FaultRule]
         ) -> Response:
             page, per_page = parse_paging(request.query_params)
-            conditions, match_any, sort = parse_query(
-                request.query_params.multi_items(), entity, store.config.unified_key_queries
-            )
+            allowed = ue.query_fields(store.config.unified_key_queries)
+            conditions, match_any, sort = parse_query(request.query_params.multi_items(), allowed)
             query = ListQuery(conditions, match_any, sort, (page - 1) * per_page, per_page)
             with store.lock:
                 es = store.entity(conn, entity)
                 rows, total = list_page(
-                    es, entity, query, store.config.seed, next(store.request_counter)
+                    es,
+                    query,
+                    store.config.seed,
+                    next(store.request_counter),
+                    soft_delete=ue.soft_delete,
                 )
                 money = conn.profile.money_as_numbers
-            items = alter_records([unified_record(r, entity, money) for r in rows], post)
+                filler = self._filler(conn, ue)
+            items = alter_records([ue.render(r, money, filler) for r in rows], post)
             body = paged_body(items, total, page, per_page, _path_url(request))
             response = ok_response(body, post, headers)
             if rows and sort[:1] == (("updatedAt", False),):
@@ -431,7 +407,7 @@ class UnifiedApi(ApiBase):
             self.dialect,
             entity,
             respond,
-            route_check=self._family_check(family, entity),
+            route_check=self._family_check(family, ue),
             is_list=True,
         )
 
@@ -440,6 +416,8 @@ class UnifiedApi(ApiBase):
         orders, flat, in the purchase orders' creation order (paging only; it reads every
         purchase order, so it is meant for small data sets)."""
         store = self.store
+        po = unified_entity(PO)
+        assert po is not None
 
         async def respond(
             conn: ConnectionState, headers: dict[str, str], post: list[FaultRule]
@@ -447,7 +425,9 @@ class UnifiedApi(ApiBase):
             page, per_page = parse_paging(request.query_params)
             with store.lock:
                 es = store.entity(conn, PO)
-                rows, _ = list_page(es, PO, ListQuery(limit=1 << 62), store.config.seed, 0)
+                rows, _ = list_page(
+                    es, ListQuery(limit=1 << 62), store.config.seed, 0, soft_delete=False
+                )
                 money = conn.profile.money_as_numbers
             lines = [
                 orjson.dumps(line)
@@ -455,8 +435,9 @@ class UnifiedApi(ApiBase):
                 for line in orjson.loads(row).get("lineItems") or []
             ]
             start = (page - 1) * per_page
+            # lines as embedded in lineItems (they keep createdAt and deletedAt)
             items = [
-                unified_record(line, LINE_ITEMS, money) for line in lines[start : start + per_page]
+                po.numbers(line) if money else line for line in lines[start : start + per_page]
             ]
             body = paged_body(
                 alter_records(items, post), len(lines), page, per_page, _path_url(request)
@@ -468,33 +449,32 @@ class UnifiedApi(ApiBase):
             self.dialect,
             PO,
             respond,
-            route_check=self._family_check(family, LINE_ITEMS),
+            route_check=self._family_check(family, po),
             is_list=True,
         )
 
-    async def get_record(self, request: Request) -> Response:
+    async def get_record(
+        self, request: Request, family: str, ue: UnifiedEntity, key: str
+    ) -> Response:
         """``GET /api/{family}/{entity}/{key}``: ``{"data": record}`` or 404."""
-        route = self._entity_route(request)
-        if route is None or route[1] == LINE_ITEMS:
-            return self.not_found(request)
-        family, entity = route
-        key = request.path_params["key"]
         store = self.store
+        entity = ue.path
 
         async def respond(
             conn: ConnectionState, headers: dict[str, str], post: list[FaultRule]
         ) -> Response:
             with store.lock:
                 version = store.entity(conn, entity).current(key)
-                if version is None or not unified_visible(entity, version):
+                if version is None or not unified_visible(version, ue.soft_delete):
                     raise NotFound(f"No {entity} record with key {key!r}.")
                 data = version.data
                 money = conn.profile.money_as_numbers
-            body = b'{"data":' + unified_record(data, entity, money) + b"}"
+                filler = self._filler(conn, ue)
+            body = b'{"data":' + ue.render(data, money, filler) + b"}"
             return ok_response(body, post, headers)
 
         return await self.guarded(
-            request, self.dialect, entity, respond, route_check=self._family_check(family, entity)
+            request, self.dialect, entity, respond, route_check=self._family_check(family, ue)
         )
 
     async def integrations_current(self, request: Request) -> Response:
@@ -648,8 +628,6 @@ async def _credentials(request: Request) -> dict[str, Any]:
 
 
 __all__ = [
-    "FAMILY_ENTITIES",
-    "NUMERIC_FIELDS",
     "UnifiedApi",
     "UnifiedDialect",
     "integration",
@@ -657,5 +635,4 @@ __all__ = [
     "paged_body",
     "parse_paging",
     "parse_query",
-    "unified_record",
 ]
