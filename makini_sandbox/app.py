@@ -23,9 +23,10 @@ from .config import SandboxConfig
 from .errors import ApiError, InternalError, InvalidParameter, NotFound
 from .models import Store
 from .openapi_schemas import load_catalogue
+from .raw_tables import TABLES_BY_FAMILY
 from .responses import Api, RequestIdMiddleware, error_response, json_response, request_id_of
 from .timeutil import format_timestamp
-from .unified import UnifiedApi
+from .unified import FAMILIES, RAW_TABLES, UnifiedApi
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -198,7 +199,10 @@ class Admin:
         """``POST /_admin/connections/{conn}/permissions`` body ``{"denied": [...]}``."""
         body = _obj(await _body(request))
         denied = body.get("denied", [])
-        valid = set(load_catalogue().entities) | {"sync-status", "integrations"}
+        raw = {RAW_TABLES} | {
+            f"{RAW_TABLES}/{t.name}" for f in FAMILIES for t in TABLES_BY_FAMILY[f]
+        }
+        valid = set(load_catalogue().entities) | {"sync-status", "integrations"} | raw
         if not isinstance(denied, list) or not set(denied) <= valid:
             raise InvalidParameter(f"denied must be an array of {sorted(valid)}.")
         with self.store.lock:
@@ -344,6 +348,8 @@ def build_app(store: Store, *, prefetch: bool = True) -> RequestIdMiddleware:
         Route("/api/integrations/current", unified(uni.integrations_current), methods=["GET"]),
         Route("/api/system/connections", unified(uni.system_connections), methods=["GET"]),
         Route("/api/system/connections/{key}/token", unified(uni.mint_token), methods=["POST"]),
+        Route("/api/raw/tables", unified(uni.raw_tables), methods=["GET"]),
+        Route("/api/raw/tables/{table}/data", unified(uni.raw_table_data), methods=["GET"]),
         Route("/api/{family}/{rest:path}", unified(uni.entity_path), methods=["GET"]),
         Route("/api/{rest:path}", unified(unified_not_found), methods=["GET"]),
         Route("/_admin/health", admin.health, methods=["GET"]),

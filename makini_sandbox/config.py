@@ -96,6 +96,7 @@ class ConnectionConfig:
         extra_count: generated records of every catalogue entity beyond the six (invoices,
             receipts, ``statuses/purchase-orders``...; the unified dialect only).
         extra_counts: per catalogue entity path, a count instead of ``extra_count``.
+        raw_table_rows: rows of each raw table (``/api/raw/tables``).
     """
 
     name: str
@@ -123,6 +124,7 @@ class ConnectionConfig:
     sync_updated_at_format: str = "iso"
     extra_count: int = 5
     extra_counts: dict[str, int] = field(default_factory=dict)
+    raw_table_rows: int = 25
 
     def __post_init__(self) -> None:
         self.lines_per_po = (int(self.lines_per_po[0]), int(self.lines_per_po[1]))
@@ -166,6 +168,8 @@ class ConnectionConfig:
                 raise ValueError("entity counts must be >= 0")
         self.extra_counts = dict(self.extra_counts)
         if self.extra_count < 0 or any(n < 0 for n in self.extra_counts.values()):
+            raise ValueError("entity counts must be >= 0")
+        if self.raw_table_rows < 0:
             raise ValueError("entity counts must be >= 0")
         if self.extra_counts:
             _check_extra_paths(self.extra_counts)

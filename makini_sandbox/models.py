@@ -49,6 +49,7 @@ from .generator import (
 )
 from .limits import RateLimiter, RequestStats
 from .openapi_schemas import EntityShape, load_catalogue
+from .raw_tables import tables_of
 from .schema_records import KeyRefs, SchemaRecordFactory
 from .schema_records import empty_record as empty_schema_record
 from .timeutil import US_PER_SECOND, format_timestamp, parse_timestamp, real_now_us
@@ -463,6 +464,7 @@ class ConnectionState:
         full_sync_done: the last admin sync was a full sync (unified ``fulldone``).
         status_since: when ``status`` last changed (epoch µs; ``None``: since the start).
         key_refs: keys of every entity's generated records (built on first use).
+        raw_rows: rows of the raw tables read so far, by table name.
     """
 
     config: ConnectionConfig
@@ -484,6 +486,7 @@ class ConnectionState:
     full_sync_done: bool = False
     status_since: int | None = None
     key_refs: KeyRefs | None = None
+    raw_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -670,6 +673,22 @@ class Store:
         es = EntityStore(path, layout, factory, conn.budget, RecordTraits.of_shape(shape))
         conn.entities[path] = es
         return es
+
+    def raw_table_rows(self, conn: ConnectionState, table: str) -> list[dict[str, Any]]:
+        """The rows of one of ``conn``'s raw tables (generated on first read).
+
+        Raises:
+            NotFound: the connection's system has no such table.
+        """
+        with self.lock:
+            rows = conn.raw_rows.get(table)
+            if rows is None:
+                found = tables_of(conn.profile.family).get(table)
+                if found is None:
+                    raise NotFound(f"No raw table {table!r}.")
+                rows = found.rows(self.config.seed, conn.name, conn.config.raw_table_rows)
+                conn.raw_rows[table] = rows
+            return rows
 
     def key_refs(self, conn: ConnectionState) -> KeyRefs:
         """Keys of ``conn``'s generated records by entity, for reference fields."""

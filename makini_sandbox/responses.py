@@ -260,6 +260,12 @@ def page_body(page: Page, post: list[FaultRule]) -> bytes:
     )
 
 
+def is_denied(denied: set[str], label: str) -> bool:
+    """Whether a permission set denies a label; ``raw-tables`` denies every raw table's data
+    (``raw-tables/EKKO``) too."""
+    return label in denied or (label.startswith("raw-tables/") and "raw-tables" in denied)
+
+
 class Dialect:
     """How an API dialect renders errors and rate-limit headers (this base: v1's way).
 
@@ -441,7 +447,7 @@ class ApiBase:
                     if replaced is not None:
                         store.stats.record(conn.name, label, _stat_of(replaced), dialect.name)
                         return replaced
-                if label in conn.denied:
+                if is_denied(conn.denied, label):
                     what = "the sync status" if label in _SYNC_LABELS else label
                     raise PermissionDenied(f"The connected account may not read {what}.")
             response = await respond(conn, headers, post)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -42,6 +42,7 @@ from .faults import FaultRule
 from .limits import UNLIMITED, RateDecision
 from .models import ConnectionState, Filters, Store
 from .openapi_schemas import LINE_ITEMS_PATH, load_catalogue
+from .raw_tables import RawCondition, select, tables_of
 from .responses import (
     JSON,
     ApiBase,
@@ -58,6 +59,8 @@ from .unified_records import Filler, UnifiedEntity, unified_entity
 
 PO = "purchase-orders"
 LINE_ITEMS = LINE_ITEMS_PATH
+#: label of the raw tables in fault rules, permissions and stats (``raw-tables/EKKO``: data)
+RAW_TABLES = "raw-tables"
 FAMILIES = ("erp", "eam")
 DEFAULT_PER_PAGE = 15
 MAX_PER_PAGE = 100
@@ -247,22 +250,23 @@ def _condition(name: str, field: str, op: str, value: str) -> Condition:
     return Condition(field, high=(us + 1 if exact else us, False))  # lted
 
 
-def parse_query(
-    query_items: list[tuple[str, str]], allowed: tuple[str, ...]
-) -> tuple[tuple[Condition, ...], bool, tuple[tuple[str, bool], ...]]:
-    """Filters, ``filterMatch`` and sort of a listing.
+#: one filter parameter after the syntax checks: (parameter name, field, operator, value)
+FilterParam = tuple[str, str, str, str]
+
+
+def split_query(
+    query_items: list[tuple[str, str]], allowed: Sequence[str]
+) -> tuple[list[FilterParam], bool, tuple[tuple[str, bool], ...]]:
+    """The ``filter[...]``, ``filterMatch`` and ``sort[...]`` parameters of a listing, checked
+    for syntax, fields (``allowed``) and operators (``lteq`` becomes ``lted``).
 
     A parameter given twice keeps its first position and its last value (PHP's rule).
 
-    Args:
-        query_items: the query string's (name, value) pairs in order.
-        allowed: the fields the listing filters and sorts on.
-
     Returns:
-        (conditions, match_any, sort).
+        (filters, match_any, sort as (field, descending) pairs).
 
     Raises:
-        ValidationFailed: unknown field or operator, bad value.
+        ValidationFailed: malformed parameter, unknown field or operator.
     """
     filters: dict[str, str] = {}
     sorts: dict[str, str] = {}
@@ -278,7 +282,7 @@ def parse_query(
             raise _invalid(name, f"The {name} field must be an array ({name}[field]=...).")
     if match not in ("all", "any"):
         raise _invalid("filterMatch", "The selected filter match is invalid (all or any).")
-    conditions = []
+    checked: list[FilterParam] = []
     for name, value in filters.items():
         m = _FILTER_RE.match(name)
         if m is None:
@@ -290,7 +294,7 @@ def parse_query(
             )
         if op not in _OPS:
             raise _invalid("filter", f"Unknown filter operator {op!r}; one of {', '.join(_OPS)}.")
-        conditions.append(_condition(name, field, "lted" if op == "lteq" else op, value))
+        checked.append((name, field, "lted" if op == "lteq" else op, value))
     sort = []
     for name, value in sorts.items():
         m = _SORT_RE.match(name)
@@ -304,7 +308,27 @@ def parse_query(
         if value not in ("0", "1"):
             raise _invalid("sort", f"{name} must be 0 (ascending) or 1 (descending).")
         sort.append((field, value == "1"))
-    return tuple(conditions), match == "any", tuple(sort)
+    return checked, match == "any", tuple(sort)
+
+
+def parse_query(
+    query_items: list[tuple[str, str]], allowed: tuple[str, ...]
+) -> tuple[tuple[Condition, ...], bool, tuple[tuple[str, bool], ...]]:
+    """Filters, ``filterMatch`` and sort of an entity listing (see :func:`split_query`).
+
+    Args:
+        query_items: the query string's (name, value) pairs in order.
+        allowed: the fields the listing filters and sorts on.
+
+    Returns:
+        (conditions, match_any, sort).
+
+    Raises:
+        ValidationFailed: unknown field or operator, bad value.
+    """
+    filters, match_any, sort = split_query(query_items, allowed)
+    conditions = tuple(_condition(*param) for param in filters)
+    return conditions, match_any, sort
 
 
 # -- handlers ------------------------------------------------------------------------------------
@@ -475,6 +499,59 @@ class UnifiedApi(ApiBase):
 
         return await self.guarded(
             request, self.dialect, entity, respond, route_check=self._family_check(family, ue)
+        )
+
+    # -- raw tables ----------------------------------------------------------------------------
+
+    async def raw_tables(self, request: Request) -> Response:
+        """``GET /api/raw/tables``: ``{"data": [{"name", "description", "columns": [{"name",
+        "type"}], "rows"}]}``, the connected system's raw tables (not paged)."""
+
+        async def respond(
+            conn: ConnectionState, headers: dict[str, str], post: list[FaultRule]
+        ) -> Response:
+            count = conn.config.raw_table_rows
+            items = [
+                orjson.dumps(t.describe(count)) for t in tables_of(conn.profile.family).values()
+            ]
+            body = b'{"data":[' + b",".join(alter_records(items, post)) + b"]}"
+            return ok_response(body, post, headers)
+
+        return await self.guarded(request, self.dialect, RAW_TABLES, respond, is_list=True)
+
+    async def raw_table_data(self, request: Request) -> Response:
+        """``GET /api/raw/tables/{table}/data``: the table's rows as untyped objects in the
+        Laravel envelope; ``page``/``per_page``, ``filter[column(:op)]``, ``filterMatch`` and
+        ``sort[column]`` as on entity listings, on any column (404: no such table)."""
+        table = request.path_params["table"]
+        store = self.store
+
+        def route_check(conn: ConnectionState) -> None:
+            if table not in tables_of(conn.profile.family):
+                raise NotFound(f"{conn.name} has no raw table {table!r}.")
+
+        async def respond(
+            conn: ConnectionState, headers: dict[str, str], post: list[FaultRule]
+        ) -> Response:
+            page, per_page = parse_paging(request.query_params)
+            columns = [c.name for c in tables_of(conn.profile.family)[table].columns]
+            filters, match_any, sort = split_query(request.query_params.multi_items(), columns)
+            conditions = [RawCondition(field, op, value) for _, field, op, value in filters]
+            rows = select(store.raw_table_rows(conn, table), conditions, match_any, sort)
+            start = (page - 1) * per_page
+            items = [orjson.dumps(row) for row in rows[start : start + per_page]]
+            body = paged_body(
+                alter_records(items, post), len(rows), page, per_page, _path_url(request)
+            )
+            return ok_response(body, post, headers)
+
+        return await self.guarded(
+            request,
+            self.dialect,
+            f"{RAW_TABLES}/{table}",
+            respond,
+            route_check=route_check,
+            is_list=True,
         )
 
     async def integrations_current(self, request: Request) -> Response:
