@@ -12,13 +12,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from . import jsontext
 from .config import SandboxConfig
 from .errors import ApiError, InternalError, InvalidParameter, NotFound
 from .models import Store
@@ -32,12 +32,13 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 async def _body(request: Request) -> Any:
+    """The JSON body, parsed exactly (integers beyond int64 stay integers), or ``None``."""
     raw = await request.body()
     if not raw.strip():
         return None
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        return jsontext.loads(raw)
+    except ValueError as exc:
         raise InvalidParameter(f"The body is not valid JSON: {exc}") from exc
 
 
@@ -154,17 +155,27 @@ class Admin:
         return json_response({"data": result})
 
     async def sync(self, request: Request) -> Response:
-        """``POST /_admin/connections/{conn}/sync``."""
+        """``POST /_admin/connections/{conn}/sync``: a sync (publish pending writes, set the
+        sync state); a body of only ``sync_time_raw`` / ``clear_sync_time_raw`` changes the
+        sent sync time without a sync."""
         body = _obj(await _body(request))
-        data = self.store.sync(
-            request.path_params["conn"],
-            last_sync_at=body.get("last_sync_at"),
-            status=body.get("status"),
-            initial_sync_completed=body.get("initial_sync_completed"),
-            last_sync_status=body.get("last_sync_status"),
-            publish=bool(body.get("publish", True)),
-            full_sync=bool(body.get("full_sync", False)),
-        )
+        conn = request.path_params["conn"]
+        raw_keys = {"sync_time_raw", "clear_sync_time_raw"}
+        data: dict[str, Any] = {}
+        if not body or set(body) - raw_keys:
+            data = self.store.sync(
+                conn,
+                last_sync_at=body.get("last_sync_at"),
+                status=body.get("status"),
+                initial_sync_completed=body.get("initial_sync_completed"),
+                last_sync_status=body.get("last_sync_status"),
+                publish=bool(body.get("publish", True)),
+                full_sync=bool(body.get("full_sync", False)),
+            )
+        if set(body) & raw_keys:
+            clear = bool(body.get("clear_sync_time_raw"))
+            shown = self.store.set_sync_time_raw(conn, body.get("sync_time_raw"), clear=clear)
+            data = {**shown, "published": data.get("published", 0)}
         return json_response({"data": data})
 
     async def token(self, request: Request) -> Response:

@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from . import jsontext
 from .accounts import Accounts, ConnectionProfile
 from .config import ConnectionConfig, SandboxConfig
 from .errors import InvalidCursor, InvalidParameter, NotFound
@@ -169,7 +170,7 @@ class Version:
     def data(self) -> bytes:
         """The record serialized as JSON (cached)."""
         if self._bytes is None:
-            self._bytes = bytes(memoryview(orjson.dumps(self.record)))
+            self._bytes = bytes(memoryview(jsontext.dumps(self.record)))
         return self._bytes
 
 
@@ -465,6 +466,9 @@ class ConnectionState:
         status_since: when ``status`` last changed (epoch µs; ``None``: since the start).
         key_refs: keys of every entity's generated records (built on first use).
         raw_rows: rows of the raw tables read so far, by table name.
+        sync_time_raw: ``(value,)``: ``last_sync_at`` and the unified ``sync_updated_at``
+            are sent as ``value`` verbatim (any JSON value, e.g. an unparseable text);
+            ``None``: the real times.
     """
 
     config: ConnectionConfig
@@ -487,6 +491,7 @@ class ConnectionState:
     status_since: int | None = None
     key_refs: KeyRefs | None = None
     raw_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    sync_time_raw: tuple[Any] | None = None
 
     @property
     def name(self) -> str:
@@ -505,11 +510,16 @@ class ConnectionState:
             "system": self.config.system,
             "status": self.status,
             "initial_sync_completed": self.initial_sync_completed,
-            "last_sync_at": None
-            if self.last_sync_at is None
-            else format_timestamp(self.last_sync_at),
+            "last_sync_at": self.shown_sync_time(self.last_sync_at, format_timestamp),
             "last_sync_status": self.last_sync_status,
         }
+
+    def shown_sync_time(self, us: int | None, fmt: Callable[[int], str]) -> Any:
+        """A sync time as the API sends it: formatted with ``fmt``, null, or the admin's raw
+        override (:attr:`sync_time_raw`)."""
+        if self.sync_time_raw is not None:
+            return self.sync_time_raw[0]
+        return None if us is None else fmt(us)
 
     def set_status(self, status: str, now: int) -> None:
         """Set the sync ``status``, remembering when it changed."""
@@ -757,6 +767,7 @@ class Store:
         filters: Filters | None = None,
         cursor: str | None = None,
         limit: int | None = None,
+        empty: bool = False,
     ) -> Page:
         """One page of a keyset listing.
 
@@ -766,6 +777,8 @@ class Store:
             filters: the filters of a new listing (ignored when ``cursor`` is given).
             cursor: ``next_cursor`` of the previous page, continuing that listing.
             limit: page size (already validated); ``None``: the cursor's previous limit, or 100.
+            empty: answer an empty page whose ``next_cursor`` continues at the same position
+                (the ``empty_pages`` fault; each such cursor is new: page number, issue time).
 
         Returns:
             The :class:`Page`.
@@ -822,7 +835,7 @@ class Store:
                 )
 
             shown_total = None if conn.null_total_count else total
-            if conn.empty_every > 1 and page_no % conn.empty_every == 0:
+            if empty or (conn.empty_every > 1 and page_no % conn.empty_every == 0):
                 return Page([], make_cursor(after), shown_total, page_no, cursor, flt, lim)
             take = lim
             if conn.short_every > 1 and page_no % conn.short_every == 0:
@@ -1199,6 +1212,18 @@ class Store:
             if last_sync_status is not None:
                 conn.last_sync_status = last_sync_status
             return {**conn.sync_status(), "published": published}
+
+    def set_sync_time_raw(self, conn_name: str, value: Any, *, clear: bool = False) -> Any:
+        """Send ``value`` verbatim as ``last_sync_at`` (v1) and ``sync_updated_at`` (unified),
+        e.g. ``"yesterday"`` or ``""``; ``clear`` goes back to the real times.
+
+        Returns:
+            The v1 sync-status ``data`` object.
+        """
+        with self.lock:
+            conn = self.connection(conn_name)
+            conn.sync_time_raw = None if clear else (value,)
+            return conn.sync_status()
 
     # -- settings -----------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from .errors import (
     PermissionDenied,
     ValidationFailed,
 )
+from .fault_responses import alter_records, has_kind
 from .faults import FaultRule
 from .limits import UNLIMITED, RateDecision
 from .models import ConnectionState, Filters, Store
@@ -47,10 +48,10 @@ from .responses import (
     JSON,
     ApiBase,
     Dialect,
-    alter_records,
     json_response,
     ok_response,
     request_id_of,
+    stat_of,
 )
 from .schema_records import SchemaRecordFactory
 from .timeutil import format_laravel, format_timestamp, parse_timestamp, parse_timestamp_exact
@@ -59,6 +60,8 @@ from .unified_records import Filler, UnifiedEntity, unified_entity
 
 PO = "purchase-orders"
 LINE_ITEMS = LINE_ITEMS_PATH
+#: the stats' and fault rules' connection name of account-API requests
+ACCOUNT = "_account"
 #: label of the raw tables in fault rules, permissions and stats (``raw-tables/EKKO``: data)
 RAW_TABLES = "raw-tables"
 FAMILIES = ("erp", "eam")
@@ -145,9 +148,22 @@ class UnifiedDialect(Dialect):
         )
 
 
-def paged_body(items: list[bytes], total: int, page: int, per_page: int, path: str) -> bytes:
-    """The Laravel envelope ``{"data", "links", "meta"}``; links carry only ``page``."""
+def paged_body(
+    items: list[bytes],
+    total: int,
+    page: int,
+    per_page: int,
+    path: str,
+    claim_more: bool = False,
+) -> bytes:
+    """The Laravel envelope ``{"data", "links", "meta"}``; links carry only ``page``.
+
+    ``claim_more`` (the ``empty_pages`` fault): every page claims a next one
+    (``links.next``, ``meta.last_page`` at least the next page), even past the end.
+    """
     last_page = max(1, math.ceil(total / per_page))
+    if claim_more:
+        last_page = max(last_page, page + 1)
     start = (page - 1) * per_page
     count = len(items)
 
@@ -418,8 +434,10 @@ class UnifiedApi(ApiBase):
                 money = conn.profile.money_as_numbers
                 filler = self._filler(conn, ue)
             items = alter_records([ue.render(r, money, filler) for r in rows], post)
-            body = paged_body(items, total, page, per_page, _path_url(request))
-            response = ok_response(body, post, headers)
+            body = paged_body(
+                items, total, page, per_page, _path_url(request), has_kind(post, "empty_pages")
+            )
+            response = ok_response(body, headers)
             if rows and sort[:1] == (("updatedAt", False),):
                 last = orjson.loads(rows[-1])
                 after = (parse_timestamp(last["updatedAt"]), last["key"])
@@ -464,9 +482,14 @@ class UnifiedApi(ApiBase):
                 po.numbers(line) if money else line for line in lines[start : start + per_page]
             ]
             body = paged_body(
-                alter_records(items, post), len(lines), page, per_page, _path_url(request)
+                alter_records(items, post),
+                len(lines),
+                page,
+                per_page,
+                _path_url(request),
+                has_kind(post, "empty_pages"),
             )
-            return ok_response(body, post, headers)
+            return ok_response(body, headers)
 
         return await self.guarded(
             request,
@@ -495,7 +518,7 @@ class UnifiedApi(ApiBase):
                 money = conn.profile.money_as_numbers
                 filler = self._filler(conn, ue)
             body = b'{"data":' + ue.render(data, money, filler) + b"}"
-            return ok_response(body, post, headers)
+            return ok_response(body, headers)
 
         return await self.guarded(
             request, self.dialect, entity, respond, route_check=self._family_check(family, ue)
@@ -515,7 +538,7 @@ class UnifiedApi(ApiBase):
                 orjson.dumps(t.describe(count)) for t in tables_of(conn.profile.family).values()
             ]
             body = b'{"data":[' + b",".join(alter_records(items, post)) + b"]}"
-            return ok_response(body, post, headers)
+            return ok_response(body, headers)
 
         return await self.guarded(request, self.dialect, RAW_TABLES, respond, is_list=True)
 
@@ -541,9 +564,14 @@ class UnifiedApi(ApiBase):
             start = (page - 1) * per_page
             items = [orjson.dumps(row) for row in rows[start : start + per_page]]
             body = paged_body(
-                alter_records(items, post), len(rows), page, per_page, _path_url(request)
+                alter_records(items, post),
+                len(rows),
+                page,
+                per_page,
+                _path_url(request),
+                has_kind(post, "empty_pages"),
             )
-            return ok_response(body, post, headers)
+            return ok_response(body, headers)
 
         return await self.guarded(
             request,
@@ -563,7 +591,7 @@ class UnifiedApi(ApiBase):
         ) -> Response:
             with store.lock:
                 body = orjson.dumps({"data": integration(conn)})
-            return ok_response(body, post, headers)
+            return ok_response(body, headers)
 
         return await self.guarded(request, self.dialect, "integrations", respond)
 
@@ -576,32 +604,54 @@ class UnifiedApi(ApiBase):
             raise AuthenticationFailed()
 
     async def _account_call(
-        self, request: Request, label: str, work: Callable[[], Awaitable[Response]]
+        self,
+        request: Request,
+        label: str,
+        work: Callable[[list[FaultRule]], Awaitable[Response]],
+        *,
+        authenticated: bool = True,
+        connection: str = ACCOUNT,
+        is_list: bool = False,
     ) -> Response:
-        """Account-token endpoints: auth (401 / 302), then ``work()`` -> response."""
+        """An account-API request: auth (401 / 302) when ``authenticated``, fault rules
+        (matched as ``connection``/``label``), then ``work(page-altering rules)``."""
         rid = request_id_of(request)
         stats = self.store.stats
-        try:
-            self._account_auth(request)
-        except ApiError as exc:
-            stats.record(None, label, exc.status, "account")
-            return self.dialect.unauthenticated(request, exc, rid)
-        try:
-            response: Response = await work()
-        except ApiError as exc:
-            response = laravel_error_response(exc, rid, _ANON_HEADERS)
-        stats.record("_account", label, response.status_code, "account")
+        if authenticated:
+            try:
+                self._account_auth(request)
+            except ApiError as exc:
+                stats.record(None, label, exc.status, "account")
+                return self.dialect.unauthenticated(request, exc, rid)
+
+        async def build(post: list[FaultRule]) -> Response:
+            try:
+                return await work(post)
+            except ApiError as exc:
+                return laravel_error_response(exc, rid, _ANON_HEADERS)
+
+        rules = self.store.faults.fire(connection, label, is_list=is_list, has_cursor=False)
+        response = await self.run_faults(request, self.dialect, rules, rid, _ANON_HEADERS, build)
+        stats.record(ACCOUNT, label, stat_of(response), "account")
         return response
 
     async def link_token(self, request: Request) -> Response:
         """``POST /link/token``: client credentials -> account token (OAuth 2 body)."""
         rid = request_id_of(request)
-        try:
-            body = await _credentials(request)
-            issued = self.store.accounts.issue_account_token(
-                body.get("grant_type"), body.get("client_id"), body.get("client_secret")
-            )
-            response = json_response(
+
+        async def work(post: list[FaultRule]) -> Response:
+            try:
+                body = await _credentials(request)
+                issued = self.store.accounts.issue_account_token(
+                    body.get("grant_type"), body.get("client_id"), body.get("client_secret")
+                )
+            except OAuthError as exc:
+                return json_response(
+                    {"error": exc.code, "error_description": exc.message, "message": exc.message},
+                    exc.status,
+                    {"X-Request-Id": rid},
+                )
+            return json_response(
                 {
                     "access_token": issued.token,
                     "token_type": "bearer",
@@ -609,20 +659,14 @@ class UnifiedApi(ApiBase):
                 },
                 headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
             )
-        except OAuthError as exc:
-            response = json_response(
-                {"error": exc.code, "error_description": exc.message, "message": exc.message},
-                exc.status,
-                {"X-Request-Id": rid},
-            )
-        self.store.stats.record("_account", "link-token", response.status_code, "account")
-        return response
+
+        return await self._account_call(request, "link-token", work, authenticated=False)
 
     async def system_connections(self, request: Request) -> Response:
         """``GET /api/system/connections`` (account token): the account's connections, paged."""
         store = self.store
 
-        async def work() -> Response:
+        async def work(post: list[FaultRule]) -> Response:
             page, per_page = parse_paging(request.query_params)
             with store.lock:
                 conns = list(store.connections.values())
@@ -631,18 +675,26 @@ class UnifiedApi(ApiBase):
                     orjson.dumps(c.profile.listing(c.config.system, store.config.client_id))
                     for c in conns[start : start + per_page]
                 ]
-            body = paged_body(items, len(conns), page, per_page, _path_url(request))
+            body = paged_body(
+                alter_records(items, post),
+                len(conns),
+                page,
+                per_page,
+                _path_url(request),
+                has_kind(post, "empty_pages"),
+            )
             return Response(body, media_type=JSON, headers=_ANON_HEADERS)
 
-        return await self._account_call(request, "connections", work)
+        return await self._account_call(request, "system-connections", work, is_list=True)
 
     async def mint_token(self, request: Request) -> Response:
         """``POST /api/system/connections/{key}/token`` (account token): a connection token."""
         store = self.store
+        key = request.path_params["key"]
 
-        async def work() -> Response:
+        async def work(post: list[FaultRule]) -> Response:
             with store.lock:
-                conn = store.connection_by_key(request.path_params["key"])
+                conn = store.connection_by_key(key)
                 status = conn.profile.connection_status
                 if status == "inactive":
                     raise ValidationFailed(
@@ -657,7 +709,9 @@ class UnifiedApi(ApiBase):
                 headers=_ANON_HEADERS,
             )
 
-        return await self._account_call(request, "connection-token", work)
+        # fault rules see the connection the token is for (when the key is known)
+        target = next((c.name for c in store.connections.values() if c.profile.key == key), ACCOUNT)
+        return await self._account_call(request, "connection-token", work, connection=target)
 
 
 def integration(conn: ConnectionState) -> dict[str, Any]:
@@ -684,7 +738,7 @@ def integration(conn: ConnectionState) -> dict[str, Any]:
         "provider": profile.provider,
         "updated_at": format_timestamp(updated),
         "sync_status": status,
-        "sync_updated_at": None if since is None else fmt(since),
+        "sync_updated_at": conn.shown_sync_time(since, fmt),
     }
 
 
