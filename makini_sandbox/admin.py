@@ -200,6 +200,15 @@ class SandboxAdmin:
                 body[name] = value
         return self._call("POST", f"/_admin/connections/{quote(connection, safe='')}/sync", body)
 
+    def set_sync_time_raw(
+        self, connection: str, value: Any = None, *, clear: bool = False
+    ) -> dict[str, Any]:
+        """Send ``value`` verbatim (any JSON value, e.g. ``"not a time"``) as the connection's
+        ``last_sync_at`` (v1) and ``sync_updated_at`` (unified), without a sync; ``clear``
+        goes back to the real times. Returns the v1 sync status."""
+        body: dict[str, Any] = {"clear_sync_time_raw": True} if clear else {"sync_time_raw": value}
+        return self._call("POST", f"/_admin/connections/{quote(connection, safe='')}/sync", body)
+
     def set_token(
         self,
         connection: str,

@@ -12,31 +12,33 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from . import jsontext
 from .config import SandboxConfig
 from .errors import ApiError, InternalError, InvalidParameter, NotFound
-from .generator import ENTITIES
 from .models import Store
+from .openapi_schemas import load_catalogue
+from .raw_tables import TABLES_BY_FAMILY
 from .responses import Api, RequestIdMiddleware, error_response, json_response, request_id_of
 from .timeutil import format_timestamp
-from .unified import UnifiedApi
+from .unified import FAMILIES, RAW_TABLES, UnifiedApi
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 async def _body(request: Request) -> Any:
+    """The JSON body, parsed exactly (integers beyond int64 stay integers), or ``None``."""
     raw = await request.body()
     if not raw.strip():
         return None
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        return jsontext.loads(raw)
+    except ValueError as exc:
         raise InvalidParameter(f"The body is not valid JSON: {exc}") from exc
 
 
@@ -94,10 +96,23 @@ class Admin:
         """``GET /_admin/connections``."""
         return json_response({"data": self.store.describe()})
 
-    async def record(self, request: Request) -> Response:
+    async def entity_path(self, request: Request) -> Response:
+        """``/_admin/connections/{conn}/{entity}/{key}`` (GET, PUT, DELETE) and
+        ``/_admin/connections/{conn}/{entity}/_bulk`` (POST); ``entity`` may contain ``/``
+        (``statuses/purchase-orders``)."""
+        rest = request.path_params["rest"]
+        if rest.endswith("/_bulk") and request.method == "POST":
+            return await self.bulk(request, rest[: -len("/_bulk")])
+        route = load_catalogue().resolve(rest)
+        if route is None or route[1] is None:
+            raise NotFound(f"Unknown entity or missing key in {rest!r}.")
+        if request.method == "POST":
+            raise InvalidParameter("POST is for .../{entity}/_bulk; use PUT for one record.")
+        return await self.record(request, route[0], route[1])
+
+    async def record(self, request: Request, entity: str, key: str) -> Response:
         """``GET|PUT|DELETE /_admin/connections/{conn}/{entity}/{key}``."""
-        p = request.path_params
-        conn, entity, key = p["conn"], p["entity"], p["key"]
+        conn = request.path_params["conn"]
         store = self.store
         if request.method == "GET":
             return json_response(store.get_record(conn, entity, key))
@@ -114,9 +129,8 @@ class Admin:
             )
         return json_response({"data": rec, "pending": pending})
 
-    async def bulk(self, request: Request) -> Response:
+    async def bulk(self, request: Request, entity: str) -> Response:
         """``POST /_admin/connections/{conn}/{entity}/_bulk``."""
-        p = request.path_params
         body = _obj(await _body(request))
         allowed = {"keys", "count", "set", "delete", "pending", "updatedAt", "hard"}
         unknown = set(body) - allowed
@@ -128,8 +142,8 @@ class Admin:
         ):
             raise InvalidParameter("keys must be an array of strings.")
         result = self.store.bulk(
-            p["conn"],
-            p["entity"],
+            request.path_params["conn"],
+            entity,
             keys=keys,
             count=body.get("count"),
             fields=_obj(body.get("set")),
@@ -141,17 +155,27 @@ class Admin:
         return json_response({"data": result})
 
     async def sync(self, request: Request) -> Response:
-        """``POST /_admin/connections/{conn}/sync``."""
+        """``POST /_admin/connections/{conn}/sync``: a sync (publish pending writes, set the
+        sync state); a body of only ``sync_time_raw`` / ``clear_sync_time_raw`` changes the
+        sent sync time without a sync."""
         body = _obj(await _body(request))
-        data = self.store.sync(
-            request.path_params["conn"],
-            last_sync_at=body.get("last_sync_at"),
-            status=body.get("status"),
-            initial_sync_completed=body.get("initial_sync_completed"),
-            last_sync_status=body.get("last_sync_status"),
-            publish=bool(body.get("publish", True)),
-            full_sync=bool(body.get("full_sync", False)),
-        )
+        conn = request.path_params["conn"]
+        raw_keys = {"sync_time_raw", "clear_sync_time_raw"}
+        data: dict[str, Any] = {}
+        if not body or set(body) - raw_keys:
+            data = self.store.sync(
+                conn,
+                last_sync_at=body.get("last_sync_at"),
+                status=body.get("status"),
+                initial_sync_completed=body.get("initial_sync_completed"),
+                last_sync_status=body.get("last_sync_status"),
+                publish=bool(body.get("publish", True)),
+                full_sync=bool(body.get("full_sync", False)),
+            )
+        if set(body) & raw_keys:
+            clear = bool(body.get("clear_sync_time_raw"))
+            shown = self.store.set_sync_time_raw(conn, body.get("sync_time_raw"), clear=clear)
+            data = {**shown, "published": data.get("published", 0)}
         return json_response({"data": data})
 
     async def token(self, request: Request) -> Response:
@@ -186,7 +210,10 @@ class Admin:
         """``POST /_admin/connections/{conn}/permissions`` body ``{"denied": [...]}``."""
         body = _obj(await _body(request))
         denied = body.get("denied", [])
-        valid = set(ENTITIES) | {"sync-status", "integrations"}
+        raw = {RAW_TABLES} | {
+            f"{RAW_TABLES}/{t.name}" for f in FAMILIES for t in TABLES_BY_FAMILY[f]
+        }
+        valid = set(load_catalogue().entities) | {"sync-status", "integrations"} | raw
         if not isinstance(denied, list) or not set(denied) <= valid:
             raise InvalidParameter(f"denied must be an array of {sorted(valid)}.")
         with self.store.lock:
@@ -332,8 +359,9 @@ def build_app(store: Store, *, prefetch: bool = True) -> RequestIdMiddleware:
         Route("/api/integrations/current", unified(uni.integrations_current), methods=["GET"]),
         Route("/api/system/connections", unified(uni.system_connections), methods=["GET"]),
         Route("/api/system/connections/{key}/token", unified(uni.mint_token), methods=["POST"]),
-        Route("/api/{family}/{entity}", unified(uni.list_records), methods=["GET"]),
-        Route("/api/{family}/{entity}/{key:path}", unified(uni.get_record), methods=["GET"]),
+        Route("/api/raw/tables", unified(uni.raw_tables), methods=["GET"]),
+        Route("/api/raw/tables/{table}/data", unified(uni.raw_table_data), methods=["GET"]),
+        Route("/api/{family}/{rest:path}", unified(uni.entity_path), methods=["GET"]),
         Route("/api/{rest:path}", unified(unified_not_found), methods=["GET"]),
         Route("/_admin/health", admin.health, methods=["GET"]),
         Route("/_admin/reset", admin.reset, methods=["POST"]),
@@ -347,8 +375,7 @@ def build_app(store: Store, *, prefetch: bool = True) -> RequestIdMiddleware:
         Route(c + "/pages", admin.pages, methods=["POST"]),
         Route(c + "/profile", admin.profile, methods=["POST"]),
         Route(c + "/tokens", admin.tokens, methods=["GET", "DELETE"]),
-        Route(c + "/{entity}/_bulk", admin.bulk, methods=["POST"]),
-        Route(c + "/{entity}/{key:path}", admin.record, methods=["GET", "PUT", "DELETE"]),
+        Route(c + "/{rest:path}", admin.entity_path, methods=["GET", "PUT", "DELETE", "POST"]),
         Route("/_admin/faults", admin.faults, methods=["GET", "POST", "DELETE"]),
         Route("/_admin/stats", admin.stats, methods=["GET", "DELETE"]),
         Route("/_admin/clock", admin.clock, methods=["GET", "POST"]),

@@ -30,7 +30,7 @@ def build_config(args: argparse.Namespace) -> SandboxConfig:
         connections.append(ConnectionConfig(name=f"conn{i}", token=f"mk_test_conn{i}"))
     for conn in connections:
         conn.purchase_orders = args.purchase_orders
-        for name in ("vendors", "materials", "sites", "assets", "work_orders"):
+        for name in ("vendors", "materials", "sites", "assets", "work_orders", "extra_count"):
             value = getattr(args, name)
             if value is not None:
                 setattr(conn, name, value)
@@ -64,6 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sites", type=int, default=None)
     p.add_argument("--assets", type=int, default=None)
     p.add_argument("--work-orders", dest="work_orders", type=int, default=None)
+    p.add_argument(
+        "--extra-count",
+        type=int,
+        default=None,
+        help="records of every other catalogue entity (invoices, statuses...), default 5",
+    )
     p.add_argument("--lines-per-po", type=int, nargs=2, default=[1, 9], metavar=("MIN", "MAX"))
     p.add_argument(
         "--connections",

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .openapi_schemas import V1_KEY_PREFIXES, load_catalogue
+
 CUSTOM_FIELD_TYPES = ("string", "integer", "number", "boolean")
 #: product families of the unified dialect (``/api/erp/...``, ``/api/eam/...``)
 FAMILIES = ("erp", "eam")
@@ -91,6 +93,10 @@ class ConnectionConfig:
             (same digits as the strings, e.g. ``1234.5000``) instead of JSON strings.
         sync_updated_at_format: ``"iso"`` (``2024-06-01T10:15:00Z``) or ``"laravel"``
             (``2024-06-01 10:15:00``, UTC, whole seconds) for ``sync_updated_at``.
+        extra_count: generated records of every catalogue entity beyond the six (invoices,
+            receipts, ``statuses/purchase-orders``...; the unified dialect only).
+        extra_counts: per catalogue entity path, a count instead of ``extra_count``.
+        raw_table_rows: rows of each raw table (``/api/raw/tables``).
     """
 
     name: str
@@ -116,6 +122,9 @@ class ConnectionConfig:
     connection_status: str = "active"
     money_as_numbers: bool = False
     sync_updated_at_format: str = "iso"
+    extra_count: int = 5
+    extra_counts: dict[str, int] = field(default_factory=dict)
+    raw_table_rows: int = 25
 
     def __post_init__(self) -> None:
         self.lines_per_po = (int(self.lines_per_po[0]), int(self.lines_per_po[1]))
@@ -157,6 +166,13 @@ class ConnectionConfig:
         ):
             if entity_count < 0:
                 raise ValueError("entity counts must be >= 0")
+        self.extra_counts = dict(self.extra_counts)
+        if self.extra_count < 0 or any(n < 0 for n in self.extra_counts.values()):
+            raise ValueError("entity counts must be >= 0")
+        if self.raw_table_rows < 0:
+            raise ValueError("entity counts must be >= 0")
+        if self.extra_counts:
+            _check_extra_paths(self.extra_counts)
         if self.custom_fields is not None:
             for cf_name, cf_type in self.custom_fields.items():
                 if cf_type not in CUSTOM_FIELD_TYPES:
@@ -176,6 +192,25 @@ class ConnectionConfig:
             "assets": self.assets,
             "work-orders": self.work_orders,
         }
+
+    def count_of(self, path: str) -> int:
+        """Generated records of any entity path (one of the six or a catalogue entity)."""
+        six = self.counts()
+        if path in six:
+            return six[path]
+        return self.extra_counts.get(path, self.extra_count)
+
+
+def _check_extra_paths(extra_counts: dict[str, int]) -> None:
+    """``extra_counts`` names catalogue entities beyond the six (reads the OpenAPI files)."""
+    for path in extra_counts:
+        if path in V1_KEY_PREFIXES:
+            raise ValueError(
+                f"extra_counts: {path!r} is one of the six entities; set "
+                f"{path.replace('-', '_')}=... instead"
+            )
+        if path not in load_catalogue().entities:
+            raise ValueError(f"extra_counts: unknown entity path {path!r}")
 
 
 def default_connections() -> list[ConnectionConfig]:

@@ -7,45 +7,36 @@ A rule is a JSON object::
 
 Matching fields, all optional:
 
-* ``connection``: connection name; ``entity``: entity path (``purchase-orders``...; matched
-  in both dialects), ``sync-status`` (v1) or ``integrations`` (unified sync status).
-  Omitted = any.
+* ``connection``: connection name (account-API requests: ``_account``, or for a token mint
+  the connection it is for); ``entity``: the request's label: an entity path
+  (``purchase-orders``, ``statuses/invoices``...; matched in both dialects), ``sync-status``
+  (v1), ``integrations`` (unified sync status), ``raw-tables``, ``raw-tables/<TABLE>``,
+  ``link-token``, ``system-connections``, ``connection-token``. ``*`` matches any run of
+  characters (``raw-tables/*``, ``statuses/*``). Omitted = any.
 * ``after``: skip the first N matching requests.
 * ``times``: fire at most N times.
 * ``probability``: fire with this probability (0..1), drawn from an RNG seeded with the
   sandbox seed when the rules are set, so a run is reproducible.
 
-Kinds:
+Kinds, by when they act (README, "Faults", has the parameters and examples):
 
-* ``status``: answer ``status`` (500, 502 or 503; default 503) with the dialect's error
-  body for that status (v1: the contract's JSON error, ``INTERNAL_ERROR``,
-  ``CONNECTED_SYSTEM_ERROR``, ``SERVICE_UNAVAILABLE``; unified: Laravel's ``{"message": ...}``,
-  ``message`` if the rule gives one); ``retry_after`` (seconds) adds a ``Retry-After`` header.
-  400/401/403/404/429 are accepted as well.
-* ``html``: 502 with a proxy's HTML error page (``text/html``).
-* ``truncate``: 200 whose body is the real page cut after ``fraction`` (default 0.5) of its
-  bytes; ``Content-Length`` announces the full body and the connection is closed early, so the
-  client sees an incomplete body.
-* ``delay``: sleep ``seconds`` (default 5) before answering normally (client timeouts).
-* ``reset``: drop the connection without any response (TCP reset).
-* ``non_json``: 200 whose body is not JSON: ``body`` (default a short text) with
-  ``content_type`` (default ``application/json``).
-* ``bad_record``: 200 with record ``index`` (default 0) of the page altered: ``drop_field``
-  (e.g. ``"key"``) removes a field, ``set_field`` (e.g. ``{"updatedAt": "not-a-time"}`` or
-  ``{"totalNetValue": "12,5"}``) overwrites fields. List endpoints only.
-* ``repeat_cursor``: the page's ``next_cursor`` equals the cursor it was requested with.
-  Only requests that carry a cursor match.
-* ``extra_field``: adds ``field`` (default ``"unexpectedField"``) with ``value`` (default
-  ``"surprise"``) to every record of the page. List endpoints only.
-
-Several rules may fire on one request: ``delay`` rules sleep first; then the first firing
-``status``/``html``/``reset``/``non_json`` rule answers; otherwise the page is built and every
-firing ``truncate``/``bad_record``/``repeat_cursor``/``extra_field`` rule is applied to it.
+* before the answer: ``delay`` sleeps.
+* instead of the answer (the first firing one wins): ``status``, ``html``, ``reset``,
+  ``non_json``, ``endless``, ``raw_body`` with ``body``/``body_base64``, ``echo_auth`` with
+  ``where`` ``message``, ``headers`` with ``status``.
+* on the page's records (list requests): ``bad_record``, ``extra_field``,
+  ``repeat_cursor`` (v1 requests with a cursor), ``empty_pages``, ``echo_auth`` with
+  ``where`` ``cursor`` (v1).
+* on the finished answer, whichever it is: ``raw_body`` with ``append``, ``echo_auth``
+  with ``where`` ``request_id``, ``headers``, then ``truncate`` or ``drip`` (the first).
 """
 
 from __future__ import annotations
 
+import base64
+import fnmatch
 import random
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,11 +51,19 @@ KINDS = (
     "bad_record",
     "repeat_cursor",
     "extra_field",
+    "drip",
+    "endless",
+    "headers",
+    "raw_body",
+    "echo_auth",
+    "empty_pages",
 )
-#: kinds that replace the response entirely
-PRE_KINDS = frozenset({"status", "html", "reset", "non_json"})
+#: statuses a rule may answer with (those the error classes know)
+FAULT_STATUSES = (400, 401, 403, 404, 429, 500, 502, 503)
+#: where ``echo_auth`` quotes the request's ``Authorization`` value
+ECHO_PLACES = ("message", "request_id", "cursor")
 #: kinds that need a page of records
-LIST_ONLY_KINDS = frozenset({"bad_record", "repeat_cursor", "extra_field"})
+LIST_ONLY_KINDS = frozenset({"bad_record", "repeat_cursor", "extra_field", "empty_pages"})
 
 _MATCH_KEYS = {"kind", "connection", "entity", "probability", "times", "after"}
 _PARAM_KEYS: dict[str, set[str]] = {
@@ -74,10 +73,77 @@ _PARAM_KEYS: dict[str, set[str]] = {
     "delay": {"seconds"},
     "reset": set(),
     "non_json": {"body", "content_type"},
-    "bad_record": {"index", "drop_field", "set_field"},
+    "bad_record": {"index", "drop_field", "set_field", "custom_fields", "raw_fields", "target"},
     "repeat_cursor": set(),
     "extra_field": {"field", "value"},
+    "drip": {"bytes_per_second"},
+    "endless": {"status", "content_type", "max_bytes"},
+    "headers": {"headers", "status"},
+    "raw_body": {"body", "body_base64", "append", "status", "content_type"},
+    "echo_auth": {"where", "status"},
+    "empty_pages": set(),
 }
+_BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def _check_params(kind: str, params: dict[str, Any]) -> None:
+    """Validate a rule's parameters.
+
+    Raises:
+        ValueError: an invalid value.
+    """
+    status = params.get("status")
+    if status is not None and kind != "raw_body" and int(status) not in FAULT_STATUSES:
+        raise ValueError(f"status must be one of {', '.join(map(str, FAULT_STATUSES))}")
+    if kind == "raw_body" and status is not None and not 200 <= int(status) <= 599:
+        raise ValueError("status must be within 200..599")
+    if kind == "truncate" and not 0 <= float(params.get("fraction", 0.5)) < 1:
+        raise ValueError("fraction must be within [0, 1)")
+    if kind == "delay" and float(params.get("seconds", 5)) < 0:
+        raise ValueError("seconds must be >= 0")
+    if kind == "drip" and float(params.get("bytes_per_second", 10)) <= 0:
+        raise ValueError("bytes_per_second must be > 0")
+    if kind == "endless" and int(params.get("max_bytes", 0)) < 0:
+        raise ValueError("max_bytes must be >= 0 (0: no limit)")
+    if kind == "bad_record":
+        for name in ("set_field", "custom_fields", "raw_fields"):
+            if name in params and not isinstance(params[name], dict):
+                raise ValueError(f"{name} must be an object")
+        if not any(n in params for n in ("drop_field", "set_field", "custom_fields", "raw_fields")):
+            raise ValueError("bad_record needs drop_field, set_field, custom_fields or raw_fields")
+        if not all(isinstance(v, str) for v in params.get("raw_fields", {}).values()):
+            raise ValueError("raw_fields values are the raw JSON text to send, as strings")
+        index = params.get("index", 0)
+        if index != "all" and not isinstance(index, int):
+            raise ValueError('index must be an integer or "all"')
+    if kind == "headers":
+        headers = params.get("headers")
+        if not isinstance(headers, dict) or not headers:
+            raise ValueError("headers needs a non-empty object of header name -> value")
+        for name, value in headers.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"invalid header name {name!r}")
+            if value is not None and (
+                not isinstance(value, (str, int, float)) or _BAD_HEADER_VALUE.search(str(value))
+            ):
+                raise ValueError(f"header {name}: a string or number without control characters")
+    if kind == "raw_body":
+        given = [n for n in ("body", "body_base64", "append") if n in params]
+        if len(given) != 1:
+            raise ValueError("raw_body needs exactly one of body, body_base64, append")
+        if "body_base64" in params:
+            base64.b64decode(str(params["body_base64"]), validate=True)
+    if kind == "echo_auth":
+        places = echo_places(params)
+        if not places or not set(places) <= set(ECHO_PLACES):
+            raise ValueError(f"where must be one or more of {', '.join(ECHO_PLACES)}")
+
+
+def echo_places(params: dict[str, Any]) -> tuple[str, ...]:
+    """Where an ``echo_auth`` rule quotes the ``Authorization`` value (default ``message``)."""
+    where = params.get("where", "message")
+    return (where,) if isinstance(where, str) else tuple(where)
 
 
 @dataclass
@@ -117,22 +183,7 @@ class FaultRule:
         if times is not None and int(times) < 0:
             raise ValueError("times must be >= 0")
         after = int(data.get("after") or 0)
-        if (
-            kind in ("status", "html")
-            and "status" in params
-            and int(params["status"]) not in (400, 401, 403, 404, 429, 500, 502, 503)
-        ):
-            raise ValueError("status must be one of 400, 401, 403, 404, 429, 500, 502, 503")
-        if kind == "truncate" and not 0 <= float(params.get("fraction", 0.5)) < 1:
-            raise ValueError("fraction must be within [0, 1)")
-        if kind == "delay" and float(params.get("seconds", 5)) < 0:
-            raise ValueError("seconds must be >= 0")
-        if kind == "bad_record":
-            sf = params.get("set_field")
-            if sf is not None and not isinstance(sf, dict):
-                raise ValueError("set_field must be an object")
-            if "drop_field" not in params and sf is None:
-                raise ValueError("bad_record needs drop_field or set_field")
+        _check_params(kind, params)
         return cls(
             kind=kind,
             connection=data.get("connection"),
@@ -143,11 +194,23 @@ class FaultRule:
             params=params,
         )
 
+    @property
+    def replaces(self) -> bool:
+        """This rule answers instead of the request's handler."""
+        kind, params = self.kind, self.params
+        if kind in ("status", "html", "reset", "non_json", "endless"):
+            return True
+        if kind == "raw_body":
+            return "append" not in params
+        if kind == "echo_auth":
+            return "message" in echo_places(params)
+        return kind == "headers" and "status" in params
+
     def applies(self, connection: str, entity: str, is_list: bool, has_cursor: bool) -> bool:
         """Whether this rule concerns a request (before counting and probability)."""
         if self.connection is not None and self.connection != connection:
             return False
-        if self.entity is not None and self.entity != entity:
+        if self.entity is not None and not fnmatch.fnmatchcase(entity, self.entity):
             return False
         if self.kind in LIST_ONLY_KINDS and not is_list:
             return False

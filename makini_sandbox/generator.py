@@ -23,6 +23,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from .config import ConnectionConfig
+from .openapi_schemas import V1_KEY_PREFIXES
 from .timeutil import US_PER_DAY, US_PER_SECOND, format_date, format_timestamp
 
 ENTITIES: tuple[str, ...] = (
@@ -44,14 +45,8 @@ MAX_LIMIT: dict[str, int] = {
     "work-orders": 250,
 }
 
-KEY_PREFIX: dict[str, str] = {
-    "purchase-orders": "PO-",
-    "vendors": "V-",
-    "materials": "MAT-",
-    "sites": "SITE-",
-    "assets": "AST-",
-    "work-orders": "WO-",
-}
+#: key prefixes of the six entities (``PO-000001``...)
+KEY_PREFIX: dict[str, str] = V1_KEY_PREFIXES
 
 ADDRESS_FIELDS = (
     "country",
@@ -330,7 +325,7 @@ _SEVERITY = ("low", "normal", "high", "emergency")
 _MASK64 = (1 << 64) - 1
 
 
-def _seed_int(*parts: object) -> int:
+def seed_int(*parts: object) -> int:
     digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:8], "big")
 
@@ -417,6 +412,7 @@ def build_layout(
     big_tie_group: int,
     start_us: int,
     end_us: int,
+    prefix: str | None = None,
 ) -> Layout:
     """Compute timestamps and (``updatedAt``, ``key``) order of an entity's generated records.
 
@@ -437,11 +433,12 @@ def build_layout(
         big_tie_group: size of the one big group (0: none).
         start_us: earliest ``createdAt``.
         end_us: every ``updatedAt`` is before this.
+        prefix: key prefix; default: the six entities' (``PO-``...).
 
     Returns:
         The :class:`Layout`.
     """
-    rng = random.Random(_seed_int(seed, connection, entity, "layout"))
+    rng = random.Random(seed_int(seed, connection, entity, "layout"))
     r = rng.random
     span = end_us - start_us
     step = span * 0.85 / max(count, 1)
@@ -482,7 +479,7 @@ def build_layout(
     return Layout(
         entity=entity,
         count=count,
-        prefix=KEY_PREFIX[entity],
+        prefix=KEY_PREFIX[entity] if prefix is None else prefix,
         width=key_width(count),
         updated=array("q", (upd[j] for j in by_pos)),
         created=array("q", (created[j] for j in by_pos)),
@@ -493,7 +490,7 @@ def build_layout(
 
 def generate_custom_fields(seed: int, connection: str) -> dict[str, str]:
     """A connection's custom field set (3 to 5 fields of mixed types) from the seed."""
-    rng = random.Random(_seed_int(seed, connection, "custom-fields"))
+    rng = random.Random(seed_int(seed, connection, "custom-fields"))
     k = rng.randint(3, 5)
     return dict(rng.sample(_CUSTOM_FIELD_POOL, k))
 
@@ -516,7 +513,7 @@ class RecordFactory:
             dict(cf) if cf is not None else generate_custom_fields(seed, conn.name)
         )
         self._cf_items = tuple(self.custom_fields.items())
-        self._bases = {e: _seed_int(seed, conn.name, e) for e in ENTITIES}
+        self._bases = {e: seed_int(seed, conn.name, e) for e in ENTITIES}
         self._build_pools()
         self._makers: dict[str, Callable[[random.Random, int, int, int], dict[str, Any]]] = {
             "purchase-orders": self._purchase_order,
@@ -540,7 +537,7 @@ class RecordFactory:
 
     def _build_pools(self) -> None:
         """Precompute strings and amounts that records pick from (generation speed)."""
-        rng = random.Random(_seed_int(self.seed, self.conn.name, "pools"))
+        rng = random.Random(seed_int(self.seed, self.conn.name, "pools"))
         r = rng.random
         nw = len(_WORDS)
         self._phrases = {
@@ -679,7 +676,7 @@ class RecordFactory:
         with per-record keys, amounts, statuses and timestamps, which keeps generation cheap
         (about 100 µs per PO with 5 lines on a slow machine).
         """
-        rng = random.Random(_seed_int(self.seed, self.conn.name, "po-pools"))
+        rng = random.Random(seed_int(self.seed, self.conn.name, "po-pools"))
         r = rng.random
         lines = []
         for _ in range(4096):

@@ -23,13 +23,15 @@ import hmac
 import itertools
 import os
 import threading
+from array import array
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from . import jsontext
 from .accounts import Accounts, ConnectionProfile
 from .config import ConnectionConfig, SandboxConfig
 from .errors import InvalidCursor, InvalidParameter, NotFound
@@ -47,6 +49,10 @@ from .generator import (
     po_totals,
 )
 from .limits import RateLimiter, RequestStats
+from .openapi_schemas import EntityShape, load_catalogue
+from .raw_tables import tables_of
+from .schema_records import KeyRefs, SchemaRecordFactory
+from .schema_records import empty_record as empty_schema_record
 from .timeutil import US_PER_SECOND, format_timestamp, parse_timestamp, real_now_us
 
 DEFAULT_LIMIT = 100
@@ -164,8 +170,37 @@ class Version:
     def data(self) -> bytes:
         """The record serialized as JSON (cached)."""
         if self._bytes is None:
-            self._bytes = bytes(memoryview(orjson.dumps(self.record)))
+            self._bytes = bytes(memoryview(jsontext.dumps(self.record)))
         return self._bytes
+
+
+@dataclass(frozen=True)
+class RecordTraits:
+    """What writes need to know about an entity's records.
+
+    Attributes:
+        created_at: records carry ``createdAt``.
+        updated_at: records carry ``updatedAt`` (an admin write sets it).
+        empty: a record with every field empty, for a key created through the admin API.
+    """
+
+    created_at: bool
+    updated_at: bool
+    empty: Callable[[str], dict[str, Any]]
+
+    @classmethod
+    def v1(cls, entity: str) -> RecordTraits:
+        """Traits of one of the six v1 entities."""
+        return cls(True, True, lambda key: empty_record(entity, key))
+
+    @classmethod
+    def of_shape(cls, shape: EntityShape) -> RecordTraits:
+        """Traits of a catalogue entity (records as its schema has them)."""
+        return cls(
+            shape.has("createdAt"),
+            shape.has("updatedAt"),
+            lambda key: empty_schema_record(shape, key),
+        )
 
 
 class CacheBudget:
@@ -190,17 +225,24 @@ class EntityStore:
     Args:
         entity: entity path.
         layout: the generated records' layout.
-        factory: builds generated record bodies.
+        factory: builds generated record bodies (``make(entity, pos)``).
         budget: shared byte budget of the serialized-record cache.
+        traits: what writes need to know about the records (default: a v1 entity's).
     """
 
     def __init__(
-        self, entity: str, layout: Layout, factory: RecordFactory, budget: CacheBudget
+        self,
+        entity: str,
+        layout: Layout,
+        factory: RecordFactory | SchemaRecordFactory,
+        budget: CacheBudget,
+        traits: RecordTraits | None = None,
     ) -> None:
         self.entity = entity
         self.layout = layout
         self.factory = factory
         self.budget = budget
+        self.traits = traits or RecordTraits.v1(entity)
         # a list indexed by position, not a dict: int keys scattered over the heap would pin
         # memory arenas of the generator's short-lived objects (RSS would double)
         self.cache: list[bytes | None] = [None] * layout.count
@@ -415,17 +457,25 @@ class ConnectionState:
         empty_every: every Nth page of a listing is empty but has a next cursor (0: never).
         null_total_count: answer ``total_count: null`` (the system cannot tell).
         limiter: the connection's rate limiter.
-        entities: entity stores by path.
+        entities: entity stores by path: the six from the start, catalogue entities added on
+            first use (:meth:`Store.entity`).
+        budget: the sandbox's cache budget (shared by every entity store).
         custom_fields: the connection's custom field names and types.
         profile: the connection as the account API and the unified dialect see it.
         full_sync_done: the last admin sync was a full sync (unified ``fulldone``).
         status_since: when ``status`` last changed (epoch µs; ``None``: since the start).
+        key_refs: keys of every entity's generated records (built on first use).
+        raw_rows: rows of the raw tables read so far, by table name.
+        sync_time_raw: ``(value,)``: ``last_sync_at`` and the unified ``sync_updated_at``
+            are sent as ``value`` verbatim (any JSON value, e.g. an unparseable text);
+            ``None``: the real times.
     """
 
     config: ConnectionConfig
     token: str
     limiter: RateLimiter
     entities: dict[str, EntityStore]
+    budget: CacheBudget
     custom_fields: dict[str, str]
     profile: ConnectionProfile
     revoked: bool = False
@@ -439,6 +489,9 @@ class ConnectionState:
     null_total_count: bool = False
     full_sync_done: bool = False
     status_since: int | None = None
+    key_refs: KeyRefs | None = None
+    raw_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    sync_time_raw: tuple[Any] | None = None
 
     @property
     def name(self) -> str:
@@ -457,11 +510,16 @@ class ConnectionState:
             "system": self.config.system,
             "status": self.status,
             "initial_sync_completed": self.initial_sync_completed,
-            "last_sync_at": None
-            if self.last_sync_at is None
-            else format_timestamp(self.last_sync_at),
+            "last_sync_at": self.shown_sync_time(self.last_sync_at, format_timestamp),
             "last_sync_status": self.last_sync_status,
         }
+
+    def shown_sync_time(self, us: int | None, fmt: Callable[[int], str]) -> Any:
+        """A sync time as the API sends it: formatted with ``fmt``, null, or the admin's raw
+        override (:attr:`sync_time_raw`)."""
+        if self.sync_time_raw is not None:
+            return self.sync_time_raw[0]
+        return None if us is None else fmt(us)
 
     def set_status(self, status: str, now: int) -> None:
         """Set the sync ``status``, remembering when it changed."""
@@ -557,6 +615,7 @@ class Store:
                 token=cc.token,
                 limiter=RateLimiter(cc.rate_limit, cc.rate_window_seconds, cc.retry_after_format),
                 entities=entities,
+                budget=budget,
                 custom_fields=dict(factory.custom_fields),
                 profile=ConnectionProfile.from_config(cc, start_us),
                 last_sync_at=newest + SYNC_LAG_US,
@@ -585,13 +644,68 @@ class Store:
     def entity(self, conn: ConnectionState, entity: str) -> EntityStore:
         """The entity store of ``conn`` for path ``entity``.
 
+        The six v1 entities exist from the start; a catalogue entity (``invoices``,
+        ``statuses/purchase-orders``...) gets its store on first use: its layout is computed
+        then, its records are built when read, as for the six.
+
         Raises:
             NotFound: unknown entity path.
         """
         es = conn.entities.get(entity)
         if es is None:
-            raise NotFound(f"Unknown entity {entity!r}.")
+            with self.lock:
+                es = conn.entities.get(entity) or self._catalogue_entity(conn, entity)
         return es
+
+    def _catalogue_entity(self, conn: ConnectionState, path: str) -> EntityStore:
+        shape = load_catalogue().entities.get(path)
+        if shape is None:
+            raise NotFound(f"Unknown entity {path!r}.")
+        config = self.config
+        count = conn.config.count_of(path)
+        layout = build_layout(
+            config.seed,
+            conn.name,
+            path,
+            count,
+            # a few records each: smaller tie groups, so that they spread over the history
+            # and still share timestamps now and then
+            max(1, min(config.tie_group, count // 2)),
+            config.big_tie_group,
+            parse_timestamp(config.history_start),
+            parse_timestamp(config.history_end),
+            prefix=shape.key_prefix,
+        )
+        if not shape.has("updatedAt"):
+            # createdAt is the only time (if any): let it carry the bulk-update ties
+            layout.created = array("q", layout.updated)
+        factory = SchemaRecordFactory(config.seed, conn.name, shape, self.key_refs(conn), layout)
+        es = EntityStore(path, layout, factory, conn.budget, RecordTraits.of_shape(shape))
+        conn.entities[path] = es
+        return es
+
+    def raw_table_rows(self, conn: ConnectionState, table: str) -> list[dict[str, Any]]:
+        """The rows of one of ``conn``'s raw tables (generated on first read).
+
+        Raises:
+            NotFound: the connection's system has no such table.
+        """
+        with self.lock:
+            rows = conn.raw_rows.get(table)
+            if rows is None:
+                found = tables_of(conn.profile.family).get(table)
+                if found is None:
+                    raise NotFound(f"No raw table {table!r}.")
+                rows = found.rows(self.config.seed, conn.name, conn.config.raw_table_rows)
+                conn.raw_rows[table] = rows
+            return rows
+
+    def key_refs(self, conn: ConnectionState) -> KeyRefs:
+        """Keys of ``conn``'s generated records by entity, for reference fields."""
+        if conn.key_refs is None:
+            paths = load_catalogue().entities
+            conn.key_refs = KeyRefs({p: conn.config.count_of(p) for p in paths})
+        return conn.key_refs
 
     def authenticate(self, token: str) -> ConnectionState | None:
         """The connection of ``token``, else ``None``.
@@ -653,6 +767,7 @@ class Store:
         filters: Filters | None = None,
         cursor: str | None = None,
         limit: int | None = None,
+        empty: bool = False,
     ) -> Page:
         """One page of a keyset listing.
 
@@ -662,6 +777,8 @@ class Store:
             filters: the filters of a new listing (ignored when ``cursor`` is given).
             cursor: ``next_cursor`` of the previous page, continuing that listing.
             limit: page size (already validated); ``None``: the cursor's previous limit, or 100.
+            empty: answer an empty page whose ``next_cursor`` continues at the same position
+                (the ``empty_pages`` fault; each such cursor is new: page number, issue time).
 
         Returns:
             The :class:`Page`.
@@ -718,7 +835,7 @@ class Store:
                 )
 
             shown_total = None if conn.null_total_count else total
-            if conn.empty_every > 1 and page_no % conn.empty_every == 0:
+            if empty or (conn.empty_every > 1 and page_no % conn.empty_every == 0):
                 return Page([], make_cursor(after), shown_total, page_no, cursor, flt, lim)
             take = lim
             if conn.short_every > 1 and page_no % conn.short_every == 0:
@@ -851,10 +968,11 @@ class Store:
             if "updatedAt" in fields:
                 ts = self._parse_ts(fields["updatedAt"], "updatedAt")
             ts_s = format_timestamp(ts)
+            traits = es.traits
             if base is None:
-                record = empty_record(entity, key)
+                record = traits.empty(key)
                 created = ts
-                if "createdAt" not in fields:
+                if "createdAt" not in fields and traits.created_at:
                     record["createdAt"] = ts_s
             else:
                 record = copy.deepcopy(base.record)
@@ -876,7 +994,8 @@ class Store:
                 else:
                     record[name] = value
             record["key"] = key
-            record["updatedAt"] = ts_s
+            if traits.updated_at:
+                record["updatedAt"] = ts_s
             if entity == "purchase-orders" and "lineItems" in fields:
                 record["lineItems"] = self._merge_lines(
                     key, record.get("lineItems") or [], fields["lineItems"], ts_s
@@ -973,7 +1092,10 @@ class Store:
                 ts = self._parse_ts(deleted_at, "deletedAt")
             record = copy.deepcopy(base.record)
             ts_s = format_timestamp(ts)
-            record["updatedAt"] = ts_s
+            if es.traits.updated_at:
+                record["updatedAt"] = ts_s
+            # kept on records whose schema lacks it too: it marks the tombstone (unified
+            # listings drop such records: without deletedAt there is no soft delete)
             record["deletedAt"] = ts_s
             version = Version(record, ts, base.created, hard=hard)
             self._write(conn, es, version, pending)
@@ -1091,6 +1213,18 @@ class Store:
                 conn.last_sync_status = last_sync_status
             return {**conn.sync_status(), "published": published}
 
+    def set_sync_time_raw(self, conn_name: str, value: Any, *, clear: bool = False) -> Any:
+        """Send ``value`` verbatim as ``last_sync_at`` (v1) and ``sync_updated_at`` (unified),
+        e.g. ``"yesterday"`` or ``""``; ``clear`` goes back to the real times.
+
+        Returns:
+            The v1 sync-status ``data`` object.
+        """
+        with self.lock:
+            conn = self.connection(conn_name)
+            conn.sync_time_raw = None if clear else (value,)
+            return conn.sync_status()
+
     # -- settings -----------------------------------------------------------------------------
 
     def set_token(
@@ -1154,12 +1288,19 @@ class Store:
             return conn.profile.describe()
 
     def describe(self) -> list[dict[str, Any]]:
-        """Admin view of every connection."""
+        """Admin view of every connection (``counts`` covers every entity, the catalogue
+        entities included; those not used yet are counted without building their store)."""
+        paths = [*ENTITIES, *(p for p in load_catalogue().entities if p not in ENTITIES)]
         with self.lock:
             out = []
             for conn in self.connections.values():
                 counts = {}
-                for entity, es in conn.entities.items():
+                for entity in paths:
+                    es = conn.entities.get(entity)
+                    if es is None:
+                        n = conn.config.count_of(entity)
+                        counts[entity] = {"generated": n, "visible": n, "deleted": 0, "pending": 0}
+                        continue
                     live, tomb = es.visible_count()
                     counts[entity] = {
                         "generated": es.layout.count,

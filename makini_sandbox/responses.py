@@ -1,9 +1,9 @@
 """HTTP plumbing shared by both dialects, and the handlers of the Makini v1 API.
 
-Shared: request ids (:class:`RequestIdMiddleware`), the fault responses (truncated body,
-connection reset, proxy HTML), and :class:`ApiBase`, the steps every data request goes
-through: bearer auth (401), the connection's rate limit (429), a route check (404), fault
-rules, permissions (403), then the handler (parameters, page). A :class:`Dialect` says how
+Shared: request ids (:class:`RequestIdMiddleware`) and :class:`ApiBase`, the steps every
+data request goes through: bearer auth (401), the connection's rate limit (429), a route
+check (404), fault rules (:meth:`ApiBase.run_faults`, with :mod:`.fault_responses`),
+permissions (403), then the handler (parameters, page). A :class:`Dialect` says how
 errors and rate-limit headers look; :data:`V1` is v1's (``unified.py`` has the other).
 
 v1 (:class:`Api`): list endpoints and sync status. Every response carries ``X-Request-Id``
@@ -13,11 +13,8 @@ and the ``X-RateLimit-*`` headers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import secrets
-import socket
-import struct
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -26,8 +23,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import jsontext
 from .errors import (
-    ERROR_BY_STATUS,
     ApiError,
     AuthenticationFailed,
     InvalidParameter,
@@ -35,7 +32,15 @@ from .errors import (
     PermissionDenied,
     RateLimitExceeded,
 )
-from .faults import PRE_KINDS, FaultRule
+from .fault_responses import (
+    ResetResponse,
+    alter_records,
+    echo_value,
+    finish_response,
+    has_kind,
+    replacement,
+)
+from .faults import FaultRule
 from .generator import MAX_LIMIT
 from .limits import UNLIMITED, RateDecision
 from .models import ConnectionState, Filters, Page, Store
@@ -49,10 +54,6 @@ _ANON_RATE_HEADERS = {
     "X-RateLimit-Reset": "60",
 }
 _SYNC_LABELS = frozenset({"sync-status", "integrations"})
-_PROXY_HTML = (
-    b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n"
-    b"<body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>\n"
-)
 
 
 def new_request_id() -> str:
@@ -113,60 +114,10 @@ def error_response(
 def json_response(
     data: Any, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
-    """A JSON response serialized with orjson."""
+    """A JSON response (any value the admin API accepts: big integers stay exact)."""
     return Response(
-        orjson.dumps(data), status_code=status, headers=dict(headers or {}), media_type=JSON
+        jsontext.dumps(data), status_code=status, headers=dict(headers or {}), media_type=JSON
     )
-
-
-async def _wait_disconnected(cycle: Any, timeout: float = 2.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not getattr(cycle, "disconnected", True) and loop.time() < deadline:
-        await asyncio.sleep(0.005)
-
-
-class TruncatedResponse(Response):
-    """200 whose ``Content-Length`` announces the full body but only part of it is sent."""
-
-    def __init__(self, body: bytes, fraction: float, headers: Mapping[str, str]) -> None:
-        super().__init__(b"", status_code=200, headers=dict(headers), media_type=JSON)
-        self.full_body = body
-        self.fraction = fraction
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = self.full_body
-        cut = int(len(body) * self.fraction)
-        headers = [(k, v) for k, v in self.raw_headers if k.lower() != b"content-length"] + [
-            (b"content-length", str(len(body)).encode())
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body[:cut], "more_body": True})
-        cycle = scope.get("state", {}).get("sandbox_cycle")
-        transport = getattr(cycle, "transport", None)
-        if transport is None:
-            raise ConnectionAbortedError("truncate fault: closing mid-body")
-        transport.close()
-        await _wait_disconnected(cycle)
-
-
-class ResetResponse(Response):
-    """Drops the TCP connection without sending anything (RST when possible)."""
-
-    def __init__(self) -> None:
-        super().__init__(b"")
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        cycle = scope.get("state", {}).get("sandbox_cycle")
-        transport = getattr(cycle, "transport", None)
-        if transport is None:
-            raise ConnectionResetError("reset fault")
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport.abort()
-        await _wait_disconnected(cycle)
 
 
 def _parse_bool(name: str, value: str) -> bool:
@@ -219,34 +170,10 @@ def parse_filters(query: Mapping[str, str]) -> Filters:
     )
 
 
-def _alter_record(data: bytes, rule: FaultRule) -> bytes:
-    rec = orjson.loads(data)
-    drop = rule.params.get("drop_field")
-    if drop is not None:
-        rec.pop(drop, None)
-    rec.update(rule.params.get("set_field") or {})
-    return orjson.dumps(rec)
-
-
-def alter_records(items: list[bytes], post: list[FaultRule]) -> list[bytes]:
-    """Apply the ``bad_record`` and ``extra_field`` faults to a page's serialized records."""
-    for rule in post:
-        if rule.kind == "bad_record" and items:
-            i = min(max(int(rule.params.get("index", 0)), -len(items)), len(items) - 1)
-            items[i] = _alter_record(items[i], rule)
-        elif rule.kind == "extra_field":
-            extra = b',"' + str(rule.params.get("field", "unexpectedField")).encode() + b'":'
-            extra += orjson.dumps(rule.params.get("value", "surprise")) + b"}"
-            items = [b[:-1] + extra for b in items]
-    return items
-
-
-def page_body(page: Page, post: list[FaultRule]) -> bytes:
-    """Serialize a page, applying the ``bad_record``/``extra_field``/``repeat_cursor`` faults."""
-    items = alter_records([row[2] for row in page.rows], post)
-    next_cursor = page.next_cursor
-    if any(rule.kind == "repeat_cursor" for rule in post):
-        next_cursor = page.cursor
+def page_body(page: Page, post: list[FaultRule], next_cursor: str | None) -> bytes:
+    """Serialize a page with ``next_cursor``, applying the ``bad_record``/``extra_field``
+    faults to its records."""
+    items = alter_records([row[2] for row in page.rows], post, "v1")
     return b"".join(
         (
             b'{"data":[',
@@ -258,6 +185,12 @@ def page_body(page: Page, post: list[FaultRule]) -> bytes:
             b"}",
         )
     )
+
+
+def is_denied(denied: set[str], label: str) -> bool:
+    """Whether a permission set denies a label; ``raw-tables`` denies every raw table's data
+    (``raw-tables/EKKO``) too."""
+    return label in denied or (label.startswith("raw-tables/") and "raw-tables" in denied)
 
 
 class Dialect:
@@ -358,40 +291,27 @@ class ApiBase:
             raise AuthenticationFailed()
         return conn
 
-    async def _pre_faults(
-        self, rules: list[FaultRule], rid: str, headers: dict[str, str], dialect: Dialect
-    ) -> tuple[Response | None, list[FaultRule]]:
-        """Apply delays and response-replacing faults; return the post-processing rules."""
+    async def run_faults(
+        self,
+        request: Request,
+        dialect: Dialect,
+        rules: list[FaultRule],
+        request_id: str,
+        headers: dict[str, str],
+        build: Callable[[list[FaultRule]], Awaitable[Response]],
+    ) -> Response:
+        """The answer of a request for which ``rules`` fired: delays first, then the first
+        response-replacing rule's answer, else ``build(rules)`` (the handler, which applies
+        the page-altering rules), then the rules that change a finished answer."""
         for rule in rules:
             if rule.kind == "delay":
                 await asyncio.sleep(float(rule.params.get("seconds", 5)))
-        for rule in rules:
-            if rule.kind not in PRE_KINDS:
-                continue
-            if rule.kind == "status":
-                status = int(rule.params.get("status", 503))
-                message = rule.params.get("message")
-                exc = ERROR_BY_STATUS[status](message)
-                exc.laravel_message = message
-                ra = rule.params.get("retry_after")
-                if ra is not None:
-                    exc.headers["Retry-After"] = str(ra)
-                return dialect.error(exc, rid, headers), []
-            if rule.kind == "html":
-                status = int(rule.params.get("status", 502))
-                return Response(
-                    _PROXY_HTML, status_code=status, headers=headers, media_type="text/html"
-                ), []
-            if rule.kind == "non_json":
-                body = str(rule.params.get("body", "upstream said: OK (not JSON)")).encode()
-                return Response(
-                    body,
-                    status_code=200,
-                    headers=headers,
-                    media_type=str(rule.params.get("content_type", JSON)),
-                ), []
-            return ResetResponse(), []
-        return None, [r for r in rules if r.kind not in PRE_KINDS and r.kind != "delay"]
+        replacing = next((rule for rule in rules if rule.replaces), None)
+        if replacing is not None:
+            response = replacement(replacing, request, request_id, headers, dialect.error)
+        else:
+            response = await build([rule for rule in rules if rule.kind != "delay"])
+        return finish_response(response, rules, request) if rules else response
 
     async def guarded(
         self,
@@ -409,9 +329,10 @@ class ApiBase:
         Args:
             request: the request.
             dialect: renders errors and headers.
-            label: entity path, ``"sync-status"`` or ``"integrations"``: matched by fault
-                rules and permissions, counted in the stats; ``None`` for other paths (no
-                faults, no permission check).
+            label: entity path, ``"sync-status"``, ``"integrations"``, ``"raw-tables"``
+                or ``"raw-tables/<TABLE>"``: matched by fault rules and permissions,
+                counted in the stats; ``None`` for other paths (no faults, no permission
+                check).
             respond: builds the answer once every step passed.
             route_check: raises (e.g. :class:`NotFound`) when the path does not exist for
                 this connection; runs after the rate limit, before faults.
@@ -427,27 +348,29 @@ class ApiBase:
             return dialect.unauthenticated(request, exc, rid)
         decision = conn.limiter.hit()
         headers = dialect.rate_headers(decision)
-        response: Response
         try:
             if not decision.allowed:
                 raise RateLimitExceeded(headers=dialect.retry_headers(decision))
             if route_check is not None:
                 route_check(conn)
-            post: list[FaultRule] = []
-            if label is not None:
-                rules = store.faults.fire(conn.name, label, is_list=is_list, has_cursor=has_cursor)
-                if rules:
-                    replaced, post = await self._pre_faults(rules, rid, headers, dialect)
-                    if replaced is not None:
-                        store.stats.record(conn.name, label, _stat_of(replaced), dialect.name)
-                        return replaced
-                if label in conn.denied:
+        except ApiError as exc:
+            store.stats.record(conn.name, label, exc.status, dialect.name)
+            return dialect.error(exc, rid, headers)
+
+        async def build(post: list[FaultRule]) -> Response:
+            try:
+                if label is not None and is_denied(conn.denied, label):
                     what = "the sync status" if label in _SYNC_LABELS else label
                     raise PermissionDenied(f"The connected account may not read {what}.")
-            response = await respond(conn, headers, post)
-        except ApiError as exc:
-            response = dialect.error(exc, rid, headers)
-        store.stats.record(conn.name, label, response.status_code, dialect.name)
+                return await respond(conn, headers, post)
+            except ApiError as exc:
+                return dialect.error(exc, rid, headers)
+
+        rules: list[FaultRule] = []
+        if label is not None:
+            rules = store.faults.fire(conn.name, label, is_list=is_list, has_cursor=has_cursor)
+        response = await self.run_faults(request, dialect, rules, rid, headers, build)
+        store.stats.record(conn.name, label, stat_of(response), dialect.name)
         return response
 
 
@@ -477,11 +400,22 @@ class Api(ApiBase):
         ) -> Response:
             limit = parse_limit(entity, query.get("limit") or None)
             filters = None if cursor is not None else parse_filters(query)
-            page = store.list_page(conn, entity, filters=filters, cursor=cursor, limit=limit)
+            page = store.list_page(
+                conn,
+                entity,
+                filters=filters,
+                cursor=cursor,
+                limit=limit,
+                empty=has_kind(post, "empty_pages"),
+            )
             delay = store.config.page_delay_seconds
             if delay > 0:
                 await asyncio.sleep(delay)
-            response = ok_response(page_body(page, post), post, headers)
+            next_cursor = page.cursor if has_kind(post, "repeat_cursor") else page.next_cursor
+            echoed = echo_value(post, request, "cursor")
+            if echoed is not None:
+                next_cursor = echoed
+            response = ok_response(page_body(page, post, next_cursor), headers)
             if page.rows and page.next_cursor is not None:
                 last = page.rows[-1]
                 self.read_ahead(conn, entity, (last[0], last[1]), page.filters, page.limit)
@@ -506,7 +440,7 @@ class Api(ApiBase):
         ) -> Response:
             with store.lock:
                 body = orjson.dumps({"data": conn.sync_status()})
-            return ok_response(body, post, headers)
+            return ok_response(body, headers)
 
         return await self.guarded(request, V1, "sync-status", respond)
 
@@ -524,14 +458,11 @@ class Api(ApiBase):
         return await self.guarded(request, V1, None, respond, route_check=route_check)
 
 
-def ok_response(body: bytes, post: list[FaultRule], headers: Mapping[str, str]) -> Response:
-    """The 200 answer, cut off mid-body when a `truncate` fault fired for this request."""
-    truncate = next((r for r in post if r.kind == "truncate"), None)
-    if truncate is not None:
-        return TruncatedResponse(body, float(truncate.params.get("fraction", 0.5)), headers)
-    return Response(body, status_code=200, headers=headers, media_type=JSON)
+def ok_response(body: bytes, headers: Mapping[str, str]) -> Response:
+    """The 200 JSON answer."""
+    return Response(body, status_code=200, headers=dict(headers), media_type=JSON)
 
 
-def _stat_of(replaced: Response) -> int | str:
-    """How the stats count an answer a fault replaced: its status, or "reset"."""
-    return "reset" if isinstance(replaced, ResetResponse) else replaced.status_code
+def stat_of(response: Response) -> int | str:
+    """How the stats count an answer: its status, or "reset" for a dropped connection."""
+    return "reset" if isinstance(response, ResetResponse) else response.status_code

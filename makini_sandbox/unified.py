@@ -4,14 +4,16 @@ Paths (see ``makini_sandbox/README.md`` for the decisions behind them):
 
 * ``GET /api/{erp|eam}/{entity}``: page-numbered listing (``page``, ``per_page``) in the
   Laravel envelope ``{"data", "links", "meta"}``, with ``filter[...]``, ``filterMatch`` and
-  ``sort[...]`` (state side: :mod:`makini_sandbox.unified_listing`).
+  ``sort[...]`` (state side: :mod:`makini_sandbox.unified_listing`), for every list endpoint
+  of Makini's OpenAPI files (``entity`` may contain ``/``: ``statuses/purchase-orders``).
 * ``GET /api/{erp|eam}/{entity}/{key}``: one record, ``{"data": {...}}``.
 * ``GET /api/{erp|eam}/purchase-orders.line-items``: lines, flat.
 * ``GET /api/integrations/current``: the sync status.
 * ``POST /link/token``, ``GET /api/system/connections``,
   ``POST /api/system/connections/{key}/token``: account credentials and minted tokens.
 
-Records are the stored v1 records reshaped at response time (:func:`unified_record`). Errors
+Records are the stored records reshaped at response time
+(:meth:`~makini_sandbox.unified_records.UnifiedEntity.render`). Errors
 are Laravel's bodies; the rate limiter, fault rules, stats and request ids are the ones v1
 uses (:class:`~makini_sandbox.responses.ApiBase`).
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -36,53 +38,39 @@ from .errors import (
     PermissionDenied,
     ValidationFailed,
 )
+from .fault_responses import alter_records, has_kind
 from .faults import FaultRule
-from .generator import DECIMAL_FIELDS, ENTITIES
 from .limits import UNLIMITED, RateDecision
 from .models import ConnectionState, Filters, Store
+from .openapi_schemas import LINE_ITEMS_PATH, load_catalogue
+from .raw_tables import RawCondition, select, tables_of
 from .responses import (
     JSON,
     ApiBase,
     Dialect,
-    alter_records,
     json_response,
     ok_response,
     request_id_of,
+    stat_of,
 )
+from .schema_records import SchemaRecordFactory
 from .timeutil import format_laravel, format_timestamp, parse_timestamp, parse_timestamp_exact
-from .unified_listing import QUERY_FIELDS, Condition, ListQuery, list_page, unified_visible
+from .unified_listing import Condition, ListQuery, list_page, unified_visible
+from .unified_records import Filler, UnifiedEntity, unified_entity
 
 PO = "purchase-orders"
-LINE_ITEMS = "purchase-orders.line-items"
-#: entity paths each family serves
-FAMILY_ENTITIES: dict[str, frozenset[str]] = {
-    "erp": frozenset({"purchase-orders", "vendors", "materials", "sites"}),
-    "eam": frozenset(ENTITIES),
-}
+LINE_ITEMS = LINE_ITEMS_PATH
+#: the stats' and fault rules' connection name of account-API requests
+ACCOUNT = "_account"
+#: label of the raw tables in fault rules, permissions and stats (``raw-tables/EKKO``: data)
+RAW_TABLES = "raw-tables"
+FAMILIES = ("erp", "eam")
 DEFAULT_PER_PAGE = 15
 MAX_PER_PAGE = 100
-#: entities whose unified shape has no ``createdAt`` (and no ``deletedAt``)
-_NO_CREATED_AT = frozenset({PO})
 _OPS = ("eq", "gt", "gteq", "lt", "lted", "lteq", "contains", "startsWith")
 _INT_RE = re.compile(r"^[0-9]{1,9}$")
 _FILTER_RE = re.compile(r"^filter\[([^\[\]:]*)(?::([^\[\]]*))?\]$")
 _SORT_RE = re.compile(r"^sort\[([^\[\]]*)\]$")
-#: money, quantity and measure fields sent as JSON numbers when a connection wants that
-NUMERIC_FIELDS = DECIMAL_FIELDS | {
-    "uomQuantity",
-    "minQuantity",
-    "maxQuantity",
-    "length",
-    "width",
-    "height",
-    "rate",
-    "cost",
-}
-_NUMERIC_RE = re.compile(
-    rb'"('
-    + b"|".join(n.encode() for n in sorted(NUMERIC_FIELDS))
-    + rb')":"(-?[0-9]+(?:\.[0-9]+)?)"'
-)
 _ANON_HEADERS = {"X-RateLimit-Limit": str(UNLIMITED), "X-RateLimit-Remaining": str(UNLIMITED)}
 _REDIRECT_HTML = """<!DOCTYPE html>
 <html>
@@ -160,31 +148,22 @@ class UnifiedDialect(Dialect):
         )
 
 
-def unified_record(data: bytes, entity: str, money_as_numbers: bool) -> bytes:
-    """Reshape a stored (v1) record for the unified dialect.
+def paged_body(
+    items: list[bytes],
+    total: int,
+    page: int,
+    per_page: int,
+    path: str,
+    claim_more: bool = False,
+) -> bytes:
+    """The Laravel envelope ``{"data", "links", "meta"}``; links carry only ``page``.
 
-    ``customFields`` become top-level keys (after the schema's fields; a custom field named
-    like a schema field is dropped); a purchase order loses ``createdAt`` and ``deletedAt``
-    (its lines keep theirs); with ``money_as_numbers`` the money and quantity fields
-    (:data:`NUMERIC_FIELDS`) are JSON numbers written with the string's exact digits
-    (``"1234.5000"`` -> ``1234.5000``). Values that are not plain decimals stay strings.
+    ``claim_more`` (the ``empty_pages`` fault): every page claims a next one
+    (``links.next``, ``meta.last_page`` at least the next page), even past the end.
     """
-    record = orjson.loads(data)
-    custom = record.pop("customFields", None) or {}
-    if entity in _NO_CREATED_AT:
-        record.pop("createdAt", None)
-        record.pop("deletedAt", None)
-    for name, value in custom.items():
-        record.setdefault(name, value)
-    out = orjson.dumps(record)
-    if money_as_numbers:
-        out = _NUMERIC_RE.sub(rb'"\1":\2', out)
-    return out
-
-
-def paged_body(items: list[bytes], total: int, page: int, per_page: int, path: str) -> bytes:
-    """The Laravel envelope ``{"data", "links", "meta"}``; links carry only ``page``."""
     last_page = max(1, math.ceil(total / per_page))
+    if claim_more:
+        last_page = max(last_page, page + 1)
     start = (page - 1) * per_page
     count = len(items)
 
@@ -255,14 +234,6 @@ def parse_paging(query: Mapping[str, str]) -> tuple[int, int]:
     return values["page"], min(values["per_page"], MAX_PER_PAGE)
 
 
-def _allowed_fields(entity: str, key_queries: bool) -> tuple[str, ...]:
-    return tuple(
-        f
-        for f in QUERY_FIELDS
-        if not (f == "createdAt" and entity in _NO_CREATED_AT) and (key_queries or f != "key")
-    )
-
-
 def _condition(name: str, field: str, op: str, value: str) -> Condition:
     """One filter parameter as a :class:`Condition` (op already validated)."""
     if field == "key":
@@ -295,20 +266,24 @@ def _condition(name: str, field: str, op: str, value: str) -> Condition:
     return Condition(field, high=(us + 1 if exact else us, False))  # lted
 
 
-def parse_query(
-    query_items: list[tuple[str, str]], entity: str, key_queries: bool
-) -> tuple[tuple[Condition, ...], bool, tuple[tuple[str, bool], ...]]:
-    """Filters, ``filterMatch`` and sort of a listing.
+#: one filter parameter after the syntax checks: (parameter name, field, operator, value)
+FilterParam = tuple[str, str, str, str]
+
+
+def split_query(
+    query_items: list[tuple[str, str]], allowed: Sequence[str]
+) -> tuple[list[FilterParam], bool, tuple[tuple[str, bool], ...]]:
+    """The ``filter[...]``, ``filterMatch`` and ``sort[...]`` parameters of a listing, checked
+    for syntax, fields (``allowed``) and operators (``lteq`` becomes ``lted``).
 
     A parameter given twice keeps its first position and its last value (PHP's rule).
 
     Returns:
-        (conditions, match_any, sort).
+        (filters, match_any, sort as (field, descending) pairs).
 
     Raises:
-        ValidationFailed: unknown field or operator, bad value.
+        ValidationFailed: malformed parameter, unknown field or operator.
     """
-    allowed = _allowed_fields(entity, key_queries)
     filters: dict[str, str] = {}
     sorts: dict[str, str] = {}
     match = "all"
@@ -323,7 +298,7 @@ def parse_query(
             raise _invalid(name, f"The {name} field must be an array ({name}[field]=...).")
     if match not in ("all", "any"):
         raise _invalid("filterMatch", "The selected filter match is invalid (all or any).")
-    conditions = []
+    checked: list[FilterParam] = []
     for name, value in filters.items():
         m = _FILTER_RE.match(name)
         if m is None:
@@ -335,7 +310,7 @@ def parse_query(
             )
         if op not in _OPS:
             raise _invalid("filter", f"Unknown filter operator {op!r}; one of {', '.join(_OPS)}.")
-        conditions.append(_condition(name, field, "lted" if op == "lteq" else op, value))
+        checked.append((name, field, "lted" if op == "lteq" else op, value))
     sort = []
     for name, value in sorts.items():
         m = _SORT_RE.match(name)
@@ -349,7 +324,27 @@ def parse_query(
         if value not in ("0", "1"):
             raise _invalid("sort", f"{name} must be 0 (ascending) or 1 (descending).")
         sort.append((field, value == "1"))
-    return tuple(conditions), match == "any", tuple(sort)
+    return checked, match == "any", tuple(sort)
+
+
+def parse_query(
+    query_items: list[tuple[str, str]], allowed: tuple[str, ...]
+) -> tuple[tuple[Condition, ...], bool, tuple[tuple[str, bool], ...]]:
+    """Filters, ``filterMatch`` and sort of an entity listing (see :func:`split_query`).
+
+    Args:
+        query_items: the query string's (name, value) pairs in order.
+        allowed: the fields the listing filters and sorts on.
+
+    Returns:
+        (conditions, match_any, sort).
+
+    Raises:
+        ValidationFailed: unknown field or operator, bad value.
+    """
+    filters, match_any, sort = split_query(query_items, allowed)
+    conditions = tuple(_condition(*param) for param in filters)
+    return conditions, match_any, sort
 
 
 # -- handlers ------------------------------------------------------------------------------------
@@ -375,51 +370,74 @@ class UnifiedApi(ApiBase):
             NotFound(f"Unknown path {request.url.path!r}."), request_id_of(request), _ANON_HEADERS
         )
 
-    def _entity_route(self, request: Request) -> tuple[str, str] | None:
+    async def entity_path(self, request: Request) -> Response:
+        """``GET /api/{family}/{rest}``: a listing, one record, or the flat PO lines."""
         family = request.path_params["family"]
-        entity = request.path_params["entity"]
-        if family not in FAMILY_ENTITIES or (entity not in ENTITIES and entity != LINE_ITEMS):
-            return None
-        return family, entity
+        rest = request.path_params["rest"]
+        if family in FAMILIES and rest == LINE_ITEMS:
+            return await self.list_line_items(request, family)
+        route = load_catalogue().resolve(rest) if family in FAMILIES else None
+        ue = None if route is None else unified_entity(route[0])
+        if route is None or ue is None:
+            return self.not_found(request)
+        key = route[1]
+        if key is None:
+            return await self.list_records(request, family, ue)
+        return await self.get_record(request, family, ue, key)
 
     @staticmethod
-    def _family_check(family: str, entity: str) -> Callable[[ConnectionState], None]:
-        """The route check of a family path: the connection serves that family and entity."""
-        served = PO if entity == LINE_ITEMS else entity
+    def _family_check(family: str, ue: UnifiedEntity) -> Callable[[ConnectionState], None]:
+        """The route check of a family path: the connection serves that family, and the
+        family publishes the entity."""
 
         def check(conn: ConnectionState) -> None:
-            if conn.profile.family != family or served not in FAMILY_ENTITIES[family]:
-                raise NotFound(f"{conn.name} does not serve /api/{family}/{entity}.")
+            if conn.profile.family != family or family not in ue.families:
+                raise NotFound(f"{conn.name} does not serve /api/{family}/{ue.path}.")
 
         return check
 
-    async def list_records(self, request: Request) -> Response:
+    def _filler(self, conn: ConnectionState, ue: UnifiedEntity) -> Filler | None:
+        """Values of the schema fields ``ue``'s stored records lack (cached per store)."""
+        if not ue.fill:
+            return None
+        es = self.store.entity(conn, ue.path)
+        filler = es.derived.get("unified_filler")
+        if filler is None:
+            factory = SchemaRecordFactory(
+                self.store.config.seed, conn.name, ue.shape, self.store.key_refs(conn)
+            )
+            filler = factory.fill
+            es.derived["unified_filler"] = filler
+        return filler  # type: ignore[no-any-return]
+
+    async def list_records(self, request: Request, family: str, ue: UnifiedEntity) -> Response:
         """``GET /api/{family}/{entity}``."""
-        route = self._entity_route(request)
-        if route is None:
-            return self.not_found(request)
-        family, entity = route
-        if entity == LINE_ITEMS:
-            return await self.list_line_items(request, family)
         store = self.store
+        entity = ue.path
 
         async def respond(
             conn: ConnectionState, headers: dict[str, str], post: list[FaultRule]
         ) -> Response:
             page, per_page = parse_paging(request.query_params)
-            conditions, match_any, sort = parse_query(
-                request.query_params.multi_items(), entity, store.config.unified_key_queries
-            )
+            allowed = ue.query_fields(store.config.unified_key_queries)
+            conditions, match_any, sort = parse_query(request.query_params.multi_items(), allowed)
             query = ListQuery(conditions, match_any, sort, (page - 1) * per_page, per_page)
             with store.lock:
                 es = store.entity(conn, entity)
                 rows, total = list_page(
-                    es, entity, query, store.config.seed, next(store.request_counter)
+                    es,
+                    query,
+                    store.config.seed,
+                    next(store.request_counter),
+                    soft_delete=ue.soft_delete,
                 )
                 money = conn.profile.money_as_numbers
-            items = alter_records([unified_record(r, entity, money) for r in rows], post)
-            body = paged_body(items, total, page, per_page, _path_url(request))
-            response = ok_response(body, post, headers)
+                filler = self._filler(conn, ue)
+            items = alter_records([ue.render(r, money, filler) for r in rows], post)
+            body = paged_body(
+                items, total, page, per_page, _path_url(request), has_kind(post, "empty_pages")
+            )
+            response = ok_response(body, headers)
             if rows and sort[:1] == (("updatedAt", False),):
                 last = orjson.loads(rows[-1])
                 after = (parse_timestamp(last["updatedAt"]), last["key"])
@@ -431,7 +449,7 @@ class UnifiedApi(ApiBase):
             self.dialect,
             entity,
             respond,
-            route_check=self._family_check(family, entity),
+            route_check=self._family_check(family, ue),
             is_list=True,
         )
 
@@ -440,6 +458,8 @@ class UnifiedApi(ApiBase):
         orders, flat, in the purchase orders' creation order (paging only; it reads every
         purchase order, so it is meant for small data sets)."""
         store = self.store
+        po = unified_entity(PO)
+        assert po is not None
 
         async def respond(
             conn: ConnectionState, headers: dict[str, str], post: list[FaultRule]
@@ -447,7 +467,9 @@ class UnifiedApi(ApiBase):
             page, per_page = parse_paging(request.query_params)
             with store.lock:
                 es = store.entity(conn, PO)
-                rows, _ = list_page(es, PO, ListQuery(limit=1 << 62), store.config.seed, 0)
+                rows, _ = list_page(
+                    es, ListQuery(limit=1 << 62), store.config.seed, 0, soft_delete=False
+                )
                 money = conn.profile.money_as_numbers
             lines = [
                 orjson.dumps(line)
@@ -455,46 +477,109 @@ class UnifiedApi(ApiBase):
                 for line in orjson.loads(row).get("lineItems") or []
             ]
             start = (page - 1) * per_page
+            # lines as embedded in lineItems (they keep createdAt and deletedAt)
             items = [
-                unified_record(line, LINE_ITEMS, money) for line in lines[start : start + per_page]
+                po.numbers(line) if money else line for line in lines[start : start + per_page]
             ]
             body = paged_body(
-                alter_records(items, post), len(lines), page, per_page, _path_url(request)
+                alter_records(items, post),
+                len(lines),
+                page,
+                per_page,
+                _path_url(request),
+                has_kind(post, "empty_pages"),
             )
-            return ok_response(body, post, headers)
+            return ok_response(body, headers)
 
         return await self.guarded(
             request,
             self.dialect,
             PO,
             respond,
-            route_check=self._family_check(family, LINE_ITEMS),
+            route_check=self._family_check(family, po),
             is_list=True,
         )
 
-    async def get_record(self, request: Request) -> Response:
+    async def get_record(
+        self, request: Request, family: str, ue: UnifiedEntity, key: str
+    ) -> Response:
         """``GET /api/{family}/{entity}/{key}``: ``{"data": record}`` or 404."""
-        route = self._entity_route(request)
-        if route is None or route[1] == LINE_ITEMS:
-            return self.not_found(request)
-        family, entity = route
-        key = request.path_params["key"]
         store = self.store
+        entity = ue.path
 
         async def respond(
             conn: ConnectionState, headers: dict[str, str], post: list[FaultRule]
         ) -> Response:
             with store.lock:
                 version = store.entity(conn, entity).current(key)
-                if version is None or not unified_visible(entity, version):
+                if version is None or not unified_visible(version, ue.soft_delete):
                     raise NotFound(f"No {entity} record with key {key!r}.")
                 data = version.data
                 money = conn.profile.money_as_numbers
-            body = b'{"data":' + unified_record(data, entity, money) + b"}"
-            return ok_response(body, post, headers)
+                filler = self._filler(conn, ue)
+            body = b'{"data":' + ue.render(data, money, filler) + b"}"
+            return ok_response(body, headers)
 
         return await self.guarded(
-            request, self.dialect, entity, respond, route_check=self._family_check(family, entity)
+            request, self.dialect, entity, respond, route_check=self._family_check(family, ue)
+        )
+
+    # -- raw tables ----------------------------------------------------------------------------
+
+    async def raw_tables(self, request: Request) -> Response:
+        """``GET /api/raw/tables``: ``{"data": [{"name", "description", "columns": [{"name",
+        "type"}], "rows"}]}``, the connected system's raw tables (not paged)."""
+
+        async def respond(
+            conn: ConnectionState, headers: dict[str, str], post: list[FaultRule]
+        ) -> Response:
+            count = conn.config.raw_table_rows
+            items = [
+                orjson.dumps(t.describe(count)) for t in tables_of(conn.profile.family).values()
+            ]
+            body = b'{"data":[' + b",".join(alter_records(items, post)) + b"]}"
+            return ok_response(body, headers)
+
+        return await self.guarded(request, self.dialect, RAW_TABLES, respond, is_list=True)
+
+    async def raw_table_data(self, request: Request) -> Response:
+        """``GET /api/raw/tables/{table}/data``: the table's rows as untyped objects in the
+        Laravel envelope; ``page``/``per_page``, ``filter[column(:op)]``, ``filterMatch`` and
+        ``sort[column]`` as on entity listings, on any column (404: no such table)."""
+        table = request.path_params["table"]
+        store = self.store
+
+        def route_check(conn: ConnectionState) -> None:
+            if table not in tables_of(conn.profile.family):
+                raise NotFound(f"{conn.name} has no raw table {table!r}.")
+
+        async def respond(
+            conn: ConnectionState, headers: dict[str, str], post: list[FaultRule]
+        ) -> Response:
+            page, per_page = parse_paging(request.query_params)
+            columns = [c.name for c in tables_of(conn.profile.family)[table].columns]
+            filters, match_any, sort = split_query(request.query_params.multi_items(), columns)
+            conditions = [RawCondition(field, op, value) for _, field, op, value in filters]
+            rows = select(store.raw_table_rows(conn, table), conditions, match_any, sort)
+            start = (page - 1) * per_page
+            items = [orjson.dumps(row) for row in rows[start : start + per_page]]
+            body = paged_body(
+                alter_records(items, post),
+                len(rows),
+                page,
+                per_page,
+                _path_url(request),
+                has_kind(post, "empty_pages"),
+            )
+            return ok_response(body, headers)
+
+        return await self.guarded(
+            request,
+            self.dialect,
+            f"{RAW_TABLES}/{table}",
+            respond,
+            route_check=route_check,
+            is_list=True,
         )
 
     async def integrations_current(self, request: Request) -> Response:
@@ -506,7 +591,7 @@ class UnifiedApi(ApiBase):
         ) -> Response:
             with store.lock:
                 body = orjson.dumps({"data": integration(conn)})
-            return ok_response(body, post, headers)
+            return ok_response(body, headers)
 
         return await self.guarded(request, self.dialect, "integrations", respond)
 
@@ -519,32 +604,54 @@ class UnifiedApi(ApiBase):
             raise AuthenticationFailed()
 
     async def _account_call(
-        self, request: Request, label: str, work: Callable[[], Awaitable[Response]]
+        self,
+        request: Request,
+        label: str,
+        work: Callable[[list[FaultRule]], Awaitable[Response]],
+        *,
+        authenticated: bool = True,
+        connection: str = ACCOUNT,
+        is_list: bool = False,
     ) -> Response:
-        """Account-token endpoints: auth (401 / 302), then ``work()`` -> response."""
+        """An account-API request: auth (401 / 302) when ``authenticated``, fault rules
+        (matched as ``connection``/``label``), then ``work(page-altering rules)``."""
         rid = request_id_of(request)
         stats = self.store.stats
-        try:
-            self._account_auth(request)
-        except ApiError as exc:
-            stats.record(None, label, exc.status, "account")
-            return self.dialect.unauthenticated(request, exc, rid)
-        try:
-            response: Response = await work()
-        except ApiError as exc:
-            response = laravel_error_response(exc, rid, _ANON_HEADERS)
-        stats.record("_account", label, response.status_code, "account")
+        if authenticated:
+            try:
+                self._account_auth(request)
+            except ApiError as exc:
+                stats.record(None, label, exc.status, "account")
+                return self.dialect.unauthenticated(request, exc, rid)
+
+        async def build(post: list[FaultRule]) -> Response:
+            try:
+                return await work(post)
+            except ApiError as exc:
+                return laravel_error_response(exc, rid, _ANON_HEADERS)
+
+        rules = self.store.faults.fire(connection, label, is_list=is_list, has_cursor=False)
+        response = await self.run_faults(request, self.dialect, rules, rid, _ANON_HEADERS, build)
+        stats.record(ACCOUNT, label, stat_of(response), "account")
         return response
 
     async def link_token(self, request: Request) -> Response:
         """``POST /link/token``: client credentials -> account token (OAuth 2 body)."""
         rid = request_id_of(request)
-        try:
-            body = await _credentials(request)
-            issued = self.store.accounts.issue_account_token(
-                body.get("grant_type"), body.get("client_id"), body.get("client_secret")
-            )
-            response = json_response(
+
+        async def work(post: list[FaultRule]) -> Response:
+            try:
+                body = await _credentials(request)
+                issued = self.store.accounts.issue_account_token(
+                    body.get("grant_type"), body.get("client_id"), body.get("client_secret")
+                )
+            except OAuthError as exc:
+                return json_response(
+                    {"error": exc.code, "error_description": exc.message, "message": exc.message},
+                    exc.status,
+                    {"X-Request-Id": rid},
+                )
+            return json_response(
                 {
                     "access_token": issued.token,
                     "token_type": "bearer",
@@ -552,20 +659,14 @@ class UnifiedApi(ApiBase):
                 },
                 headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
             )
-        except OAuthError as exc:
-            response = json_response(
-                {"error": exc.code, "error_description": exc.message, "message": exc.message},
-                exc.status,
-                {"X-Request-Id": rid},
-            )
-        self.store.stats.record("_account", "link-token", response.status_code, "account")
-        return response
+
+        return await self._account_call(request, "link-token", work, authenticated=False)
 
     async def system_connections(self, request: Request) -> Response:
         """``GET /api/system/connections`` (account token): the account's connections, paged."""
         store = self.store
 
-        async def work() -> Response:
+        async def work(post: list[FaultRule]) -> Response:
             page, per_page = parse_paging(request.query_params)
             with store.lock:
                 conns = list(store.connections.values())
@@ -574,18 +675,26 @@ class UnifiedApi(ApiBase):
                     orjson.dumps(c.profile.listing(c.config.system, store.config.client_id))
                     for c in conns[start : start + per_page]
                 ]
-            body = paged_body(items, len(conns), page, per_page, _path_url(request))
+            body = paged_body(
+                alter_records(items, post),
+                len(conns),
+                page,
+                per_page,
+                _path_url(request),
+                has_kind(post, "empty_pages"),
+            )
             return Response(body, media_type=JSON, headers=_ANON_HEADERS)
 
-        return await self._account_call(request, "connections", work)
+        return await self._account_call(request, "system-connections", work, is_list=True)
 
     async def mint_token(self, request: Request) -> Response:
         """``POST /api/system/connections/{key}/token`` (account token): a connection token."""
         store = self.store
+        key = request.path_params["key"]
 
-        async def work() -> Response:
+        async def work(post: list[FaultRule]) -> Response:
             with store.lock:
-                conn = store.connection_by_key(request.path_params["key"])
+                conn = store.connection_by_key(key)
                 status = conn.profile.connection_status
                 if status == "inactive":
                     raise ValidationFailed(
@@ -600,7 +709,9 @@ class UnifiedApi(ApiBase):
                 headers=_ANON_HEADERS,
             )
 
-        return await self._account_call(request, "connection-token", work)
+        # fault rules see the connection the token is for (when the key is known)
+        target = next((c.name for c in store.connections.values() if c.profile.key == key), ACCOUNT)
+        return await self._account_call(request, "connection-token", work, connection=target)
 
 
 def integration(conn: ConnectionState) -> dict[str, Any]:
@@ -627,7 +738,7 @@ def integration(conn: ConnectionState) -> dict[str, Any]:
         "provider": profile.provider,
         "updated_at": format_timestamp(updated),
         "sync_status": status,
-        "sync_updated_at": None if since is None else fmt(since),
+        "sync_updated_at": conn.shown_sync_time(since, fmt),
     }
 
 
@@ -648,8 +759,6 @@ async def _credentials(request: Request) -> dict[str, Any]:
 
 
 __all__ = [
-    "FAMILY_ENTITIES",
-    "NUMERIC_FIELDS",
     "UnifiedApi",
     "UnifiedDialect",
     "integration",
@@ -657,5 +766,4 @@ __all__ = [
     "paged_body",
     "parse_paging",
     "parse_query",
-    "unified_record",
 ]

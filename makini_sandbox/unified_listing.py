@@ -34,19 +34,19 @@ if TYPE_CHECKING:
 QUERY_FIELDS = ("key", "updatedAt", "createdAt")
 #: order of a listing without ``sort``: creation order
 DEFAULT_SORT: tuple[tuple[str, bool], ...] = (("createdAt", False), ("key", False))
-_PO = "purchase-orders"
 
 #: a listed record: a generated record's layout position, or an overlay version
 Ref = Any
 
 
-def unified_visible(entity: str, version: Version) -> bool:
+def unified_visible(version: Version, soft_delete: bool) -> bool:
     """Whether the unified dialect lists ``version``.
 
-    Deleted purchase orders and hard-deleted records vanish; other deleted records stay
-    listed with ``deletedAt`` set (soft delete).
+    Hard-deleted records vanish, and so do deleted records of an entity without soft
+    deletes (``soft_delete=False``: its schema has no ``deletedAt``, e.g. purchase orders);
+    other deleted records stay listed with ``deletedAt`` set.
     """
-    return not version.deleted or (not version.hard and entity != _PO)
+    return not version.deleted or (not version.hard and soft_delete)
 
 
 @dataclass(frozen=True)
@@ -265,9 +265,9 @@ class _Indexes:
 class _EntityView:
     """One entity store seen by the unified dialect: base orders, holes, overlay lists."""
 
-    def __init__(self, es: EntityStore, entity: str) -> None:
+    def __init__(self, es: EntityStore, soft_delete: bool) -> None:
         self.es = es
-        self.entity = entity
+        self.soft_delete = soft_delete
         ix = es.derived.get("unified")
         if not isinstance(ix, _Indexes):
             ix = _Indexes()
@@ -303,7 +303,7 @@ class _EntityView:
             entries = sorted(
                 (_version_value(v, name), v.key, v)
                 for v in self.es.overlay.values()
-                if unified_visible(self.entity, v)
+                if unified_visible(v, self.soft_delete)
             )
             ov = _Overlay(
                 order, [e[0] for e in entries], [e[1] for e in entries], [e[2] for e in entries]
@@ -535,21 +535,21 @@ def _order_ties(
 
 
 def list_page(
-    es: EntityStore, entity: str, query: ListQuery, seed: int, request_no: int
+    es: EntityStore, query: ListQuery, seed: int, request_no: int, *, soft_delete: bool
 ) -> tuple[list[bytes], int]:
     """One page of a unified listing (call with the store lock held).
 
     Args:
         es: the entity store.
-        entity: entity path.
         query: filters, sort and window.
         seed: the sandbox seed (ties are shuffled reproducibly).
         request_no: the request's number (ties are shuffled differently per request).
+        soft_delete: deleted records stay listed (see :func:`unified_visible`).
 
     Returns:
         The page's records as v1 JSON bytes, and the number of matching records.
     """
-    view = _EntityView(es, entity)
+    view = _EntityView(es, soft_delete)
     sort = query.sort or DEFAULT_SORT
     primary, desc = sort[0]
     rest: list[tuple[str, bool]] = []

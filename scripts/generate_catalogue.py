@@ -1,6 +1,6 @@
 """Generates the Makini entity catalogue (`makini_source/catalogue.json`) from the OpenAPI files.
 
-Every list endpoint of the `erp` and `eam` families in `reference/makini-openapi/` becomes an
+Every list endpoint of the `erp` and `eam` families in `makini_sandbox/openapi/` becomes an
 entity: its fields, their types and its nested lists come from the endpoint's schema. The six
 entities of the v1 contract (`makini-api.md`) add their v1 fields and page sizes from the
 overrides below. The output is deterministic: rerunning on the same files gives the
@@ -96,7 +96,7 @@ from typing import Any
 from dlt.common.normalizers.naming.snake_case import NamingConvention
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OPENAPI_DIR = REPO_ROOT / "reference" / "makini-openapi"
+DEFAULT_OPENAPI_DIR = REPO_ROOT / "makini_sandbox" / "openapi"
 DEFAULT_OUTPUT = REPO_ROOT / "makini_source" / "catalogue.json"
 
 CATALOGUE_VERSION = 1

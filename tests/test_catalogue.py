@@ -1,7 +1,7 @@
 """The entity catalogue: generated from the OpenAPI files, complete, and readable.
 
 `makini_source/catalogue.json` must be exactly what `scripts/generate_catalogue.py` makes of
-`reference/makini-openapi/`; it must hold every list endpoint of both families, the six v1
+`makini_sandbox/openapi/`; it must hold every list endpoint of both families, the six v1
 entities with their contract fields, and names that cannot collide in a destination. The six
 are also checked against what the sandbox (the v1 contract's implementation) sends.
 """
@@ -37,7 +37,7 @@ from makini_source.catalogue import (
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "generate_catalogue.py"
-OPENAPI = REPO / "reference" / "makini-openapi"
+OPENAPI = REPO / "makini_sandbox" / "openapi"
 COMMITTED = REPO / "makini_source" / "catalogue.json"
 FAMILY_FILES = {"erp": "oas3_erp.json", "eam": "oas3_eam.json"}
 FIELD_TYPES = {"text", "bigint", "double", "bool", "decimal", "timestamp", "date", "object", "json"}

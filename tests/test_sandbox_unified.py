@@ -533,7 +533,7 @@ def test_families_serve_their_entities_only(
     v1 = clients["raw"].get("/api/v1/assets", headers={"Authorization": "Bearer tok-acme"})
     assert v1.status_code == 200 and len(v1.json()["data"]) == 4
     # unknown routes answer 404 before auth
-    assert_laravel(clients["anon"].get("/api/erp/invoices"), 404, "Not Found.")
+    assert_laravel(clients["anon"].get("/api/erp/no-such-entity"), 404, "Not Found.")
     assert_laravel(clients["anon"].get("/api/crm/vendors"), 404, "Not Found.")
     admin.set_profile("acme", family="eam")
     assert acme.get("/api/eam/assets").status_code == 200
