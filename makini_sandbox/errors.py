@@ -172,6 +172,7 @@ ERROR_BY_STATUS: dict[int, type[ApiError]] = {
         PermissionDenied,
         NotFound,
         RateLimitExceeded,
+        ValidationFailed,
         InternalError,
         ConnectedSystemError,
         ServiceUnavailable,

@@ -37,7 +37,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from . import jsontext
-from .errors import ERROR_BY_STATUS, ApiError
+from .errors import ERROR_BY_STATUS, ApiError, ValidationFailed
 from .faults import FaultRule, echo_places
 
 JSON = "application/json"
@@ -228,8 +228,12 @@ def replacement(
             message = f"The upstream system refused the request (Authorization: {auth})."
             if "request_id" in echo_places(params):
                 request_id = auth  # v1 error bodies repeat the request id
-        exc = ERROR_BY_STATUS[status](message)
-        exc.laravel_message = message
+        if status == 422:
+            field = str(params.get("field", "filter"))
+            exc = ValidationFailed({field: [message or ValidationFailed.default_message]})
+        else:
+            exc = ERROR_BY_STATUS[status](message)
+            exc.laravel_message = message
         if params.get("retry_after") is not None:
             exc.headers["Retry-After"] = str(params["retry_after"])
         return error(exc, request_id, headers)

@@ -59,7 +59,7 @@ KINDS = (
     "empty_pages",
 )
 #: statuses a rule may answer with (those the error classes know)
-FAULT_STATUSES = (400, 401, 403, 404, 429, 500, 502, 503)
+FAULT_STATUSES = (400, 401, 403, 404, 422, 429, 500, 502, 503)
 #: where ``echo_auth`` quotes the request's ``Authorization`` value
 ECHO_PLACES = ("message", "request_id", "cursor")
 #: kinds that need a page of records

@@ -82,7 +82,7 @@ class _ContextError(MakiniError):
             f"status={self.status}" if self.status is not None else None,
             f"code={self.code}" if self.code else None,
             f"request_id={self.request_id}" if self.request_id else None,
-            f"request={self.url}" if self.url and not self.request_id else None,
+            f"request={self.url}" if self.url else None,
         ]
         context = ", ".join(p for p in parts if p)
         return scrub(f"{self.message} [{context}]" if context else self.message)

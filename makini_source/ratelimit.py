@@ -7,8 +7,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-# An `X-RateLimit-Reset` this large is an epoch time, not a number of seconds.
+# An `X-RateLimit-Reset` this large is a Unix time, not a number of seconds (and this large,
+# in milliseconds).
 _EPOCH_THRESHOLD = 10**8
+_EPOCH_MS_THRESHOLD = 10**11
 
 
 class RateLimiter:
@@ -46,6 +48,9 @@ class RateLimiter:
         self._end_low: float | None = None
         self._end_high: float | None = None
         self._remaining: float | None = None
+        self._seen_remaining: float | None = None  # the last Remaining of any answer
+        self._window_start: float | None = None  # when the current window's first request went
+        self._window_length: float | None = None  # learned from a reset, where none is sent
         self.waited_seconds = 0.0
 
     def now(self) -> float:
@@ -72,6 +77,11 @@ class RateLimiter:
     def observe(self, headers: Mapping[str, str], sent_at: float | None = None) -> None:
         """Sets the pace from a response's rate-limit headers (absent headers: no change).
 
+        `X-RateLimit-Reset` is seconds until the window resets (v1), or a Unix time in seconds
+        or milliseconds (Laravel: the unified dialect, which sends it only with a 429). Without
+        it, the window's length is learned from the first 429 (from the window's first request
+        to its reset) and the pace follows from then on.
+
         Args:
             headers: The response headers (case-insensitive mapping).
             sent_at: When the request was sent, on `now()`'s clock (default: now). It bounds
@@ -79,14 +89,29 @@ class RateLimiter:
         """
         remaining = _number(headers.get("x-ratelimit-remaining"))
         reset = _number(headers.get("x-ratelimit-reset"))
-        if remaining is None or reset is None:
+        if remaining is None:
             return
-        if reset > _EPOCH_THRESHOLD:  # some servers send the reset as an epoch time
-            reset = max(0.0, reset - time.time())
-        granularity = 1.0 if reset == math.floor(reset) else 0.0  # rounded up to whole seconds
+        if reset is not None and reset > _EPOCH_MS_THRESHOLD:
+            reset = max(0.0, reset / 1000 - time.time())  # a Unix time in milliseconds
+        elif reset is not None and reset > _EPOCH_THRESHOLD:
+            reset = max(0.0, reset - time.time())  # a Unix time
         with self._lock:
             now = self._clock()
             sent = now if sent_at is None else min(sent_at, now)
+            if self._window_start is None or (
+                self._seen_remaining is not None and remaining > self._seen_remaining
+            ):
+                self._window_start = sent  # the count went up: a new window began
+            self._seen_remaining = remaining
+            if reset is None:
+                if self._window_length is None:
+                    return  # no way to know the window's end yet
+                reset = max(0.0, self._window_start + self._window_length - now)
+                granularity = 0.0
+            else:
+                if remaining <= 0 and self._window_start is not None:
+                    self._window_length = max(0.5, now + reset - self._window_start)
+                granularity = 1.0 if reset == math.floor(reset) else 0.0  # whole seconds
             low, high = sent + reset - granularity, now + reset
             same_window = (
                 self._end_high is not None
@@ -113,6 +138,11 @@ class RateLimiter:
                 # at the end: remaining + 1 equal steps
                 self._interval = left / (remaining + 1)
                 self._next_slot = now + self._interval
+
+    def hold(self) -> float:
+        """Seconds until this connection's next request may go."""
+        with self._lock:
+            return max(0.0, max(self._next_slot, self._hold_until) - self._clock())
 
     def pause(self, seconds: float, rate_limited: bool = False) -> None:
         """Holds this connection's next request for `seconds`.

@@ -879,7 +879,7 @@ def render_markdown(catalogue: dict[str, Any]) -> str:
         + "do not edit -->",
         "",
         "Every list endpoint of the `erp` and `eam` families in Makini's OpenAPI files "
-        + "(`reference/makini-openapi/`), as `makini_source/catalogue.json` describes it; "
+        + "(`makini_sandbox/openapi/`), as `makini_source/catalogue.json` describes it; "
         + "`scripts/generate_catalogue.py` documents the rules.",
         "",
         "- **entity** in bold: one of the six entities of the v1 contract, read by default.",

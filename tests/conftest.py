@@ -29,6 +29,12 @@ import pytest
 from makini_sandbox import ConnectionConfig, SandboxConfig, SandboxServer
 from makini_source import makini_source
 
+# the entities each family serves in the unified dialect (v1 serves all six to everyone)
+FAMILY_ENTITIES = {
+    "erp": {"purchase_orders", "vendors", "materials", "sites"},
+    "eam": {"purchase_orders", "vendors", "materials", "sites", "assets", "work_orders"},
+}
+
 ENTITY_PATHS = {
     "purchase_orders": "purchase-orders",
     "vendors": "vendors",
@@ -103,6 +109,12 @@ class Sandbox:
 
     def sync(self, connection: str, **body: Any) -> Any:
         return self.post(f"/_admin/connections/{connection}/sync", body)
+
+    def admin_connections(self) -> list[dict[str, Any]]:
+        """The sandbox's view of every connection (profile, sync, counts)."""
+        response = self.admin.get("/_admin/connections")
+        response.raise_for_status()
+        return response.json()["data"]  # type: ignore[no-any-return]
 
     def sync_all(self) -> None:
         for name in self.tokens:
@@ -533,6 +545,7 @@ def assert_destination_matches_api(
     entities: Iterable[str] | None = None,
     connections: Iterable[str] | None = None,
     aliases: dict[str, str] | None = None,
+    dialect: str | None = None,
 ) -> None:
     """The invariant every integration test ends with: the destination equals the API now.
 
@@ -549,23 +562,33 @@ def assert_destination_matches_api(
         connections: Connections to compare (default: every connection of the sandbox).
         aliases: `connection_id` in the destination -> the sandbox connection it holds, for
             connections loaded under another name (every other connection is compared too).
+        dialect: How the connections were read (default: the destination's own `dialect`,
+            else v1). Unified connections have only the entities of their family; records
+            they delete vanish, so the run that finds them sets `deleted_at` to when it did.
     """
     aliases = aliases or {}
+    dialect = dialect or getattr(destination, "dialect", "v1")
     names = list(connections if connections is not None else sandbox.tokens) + list(aliases)
     sandbox_name = {name: aliases.get(name, name) for name in names}
+    families = {c["name"]: c["profile"]["family"] for c in sandbox.admin_connections()}
     problems: list[str] = []
     for entity in entities if entities is not None else ENTITY_PATHS:
+        served = [
+            name
+            for name in names
+            if dialect == "v1" or entity in FAMILY_ENTITIES[families[sandbox_name[name]]]
+        ]
         api = {
             (connection, record["key"]): record
-            for connection in names
+            for connection in served
             for record in sandbox.records(entity, sandbox_name[connection])
         }
         rows = {k: r for k, r in destination.rows(entity).items() if k[0] in names}
-        problems += _compare(entity, api, rows, hard_delete)
+        problems += _compare(entity, api, rows, hard_delete, exact_deletes=dialect == "v1")
         if entity == "purchase_orders":
             lines = destination.rows("purchase_order_line_items")
             lines = {k: r for k, r in lines.items() if k[0] in names}
-            problems += _compare_lines(api, rows, lines, hard_delete)
+            problems += _compare_lines(api, rows, lines, hard_delete, exact_deletes=dialect == "v1")
     assert not problems, "destination differs from the API:\n  " + "\n  ".join(problems[:20])
 
 
@@ -574,9 +597,13 @@ def _compare(
     api: dict[tuple[str, str], dict[str, Any]],
     rows: dict[tuple[str, str], dict[str, Any]],
     hard_delete: bool,
+    exact_deletes: bool = True,
 ) -> list[str]:
     problems = []
     expected = {k: r for k, r in api.items() if not (hard_delete and r.get("deletedAt"))}
+    if not exact_deletes:
+        # a record that vanished before any run read it was never loaded: absent is right
+        expected = {k: r for k, r in expected.items() if not r.get("deletedAt") or k in rows}
     missing = sorted(set(expected) - set(rows))
     extra = sorted(set(rows) - set(expected))
     if missing:
@@ -585,15 +612,28 @@ def _compare(
         problems.append(f"{entity}: {len(extra)} extra, e.g. {extra[:3]}")
     for key in sorted(set(expected) & set(rows)):
         record, row = expected[key], rows[key]
+        if not exact_deletes and record.get("deletedAt"):
+            # it vanished (unified): the run that found it kept its last version, deleted
+            if row["deleted_at"] is None:
+                problems.append(f"{entity} {key}: deleted in the API, not in the destination")
+            continue
         if row["updated_at"] != parse_api_time(record["updatedAt"]):
             problems.append(
                 f"{entity} {key}: stale, updated_at {row['updated_at']} != {record['updatedAt']}"
             )
-        elif row["deleted_at"] != parse_api_time(record.get("deletedAt")):
+        elif not _same_delete(row["deleted_at"], record.get("deletedAt"), exact_deletes):
             problems.append(
                 f"{entity} {key}: deleted_at {row['deleted_at']} != {record.get('deletedAt')}"
             )
     return problems
+
+
+def _same_delete(stored: Any, deleted_at: str | None, exact: bool) -> bool:
+    """Whether a row's deleted_at says what the API says: the same time (v1 tombstones), or
+    set at all (a record that vanished: the run that found it set the time)."""
+    if exact or deleted_at is None:
+        return bool(stored == parse_api_time(deleted_at))
+    return stored is not None
 
 
 def _compare_lines(
@@ -601,12 +641,13 @@ def _compare_lines(
     po_rows: dict[tuple[str, str], dict[str, Any]],
     lines: dict[tuple[str, str], dict[str, Any]],
     hard_delete: bool,
+    exact_deletes: bool = True,
 ) -> list[str]:
     """Lines per PO exact: keys, deleted_at, decimals, and read with the loaded PO version."""
     want: dict[tuple[str, str], set[str]] = {}
     problems = []
     for (connection, po_key), po in pos.items():
-        if hard_delete and po.get("deletedAt"):
+        if po.get("deletedAt") and (hard_delete or (connection, po_key) not in po_rows):
             continue
         keys = want.setdefault((connection, po_key), set())
         for line in po.get("lineItems") or []:
@@ -621,7 +662,8 @@ def _compare_lines(
                 problems.append(
                     f"line {connection}/{line['key']}: under PO {row['purchase_order_key']}"
                 )
-            if row["deleted_at"] != parse_api_time(deleted_at):
+            exact = exact_deletes or bool(line.get("deletedAt"))
+            if not _same_delete(row["deleted_at"], deleted_at, exact):
                 problems.append(f"line {connection}/{line['key']}: deleted_at {row['deleted_at']}")
             for field, column in (("quantity", "quantity"), ("price", "price")):
                 value = line.get(field)
