@@ -42,6 +42,7 @@ from makini_source.exceptions import (
     ReauthorizationRequired,
     RetriableAPIError,
 )
+from makini_source.load_id import stamp_load_id
 from makini_source.memory import release_unused_memory
 from makini_source.readahead import DONE, ReadAhead, ReadAheadGroup, interleave
 from makini_source.records import PageBatcher, PageTables, RecordConverter
@@ -265,6 +266,7 @@ def _entity_resource(
         # primary key would be inherited by the line-items table, which merges per PO
         file_format="parquet",
     )
+    resource.add_map(stamp_load_id)  # `_dlt_load_id` on every row, from any cwd (load_id.py)
     resource.makini_connections = connections  # type: ignore[attr-defined]
     return resource
 
