@@ -229,3 +229,15 @@ def _dlt_command() -> str:
     found = str(beside) if beside.exists() else shutil.which("dlt")
     assert found, "the dlt command is not installed"
     return found
+
+
+def test_duckdb_memory_limit_and_load_jobs_are_set_in_code(tmp_path: Path) -> None:
+    """What kept a 100,000-PO first sync under 400 MB, whatever the working directory holds."""
+    from makini_source.pipeline import DUCKDB_LOAD_JOBS, make_destination, make_pipeline
+
+    destination = make_destination("duckdb", duckdb_file=tmp_path / "limits.duckdb")
+    assert destination.capabilities().max_parallel_load_jobs == DUCKDB_LOAD_JOBS == 2
+    pipeline = make_pipeline("limits", destination, pipelines_dir=str(tmp_path / "p"))
+    with pipeline.sql_client() as client:
+        ((limit,),) = client.execute_sql("SELECT current_setting('memory_limit')")
+    assert limit == "91.5 MiB", limit  # 96MB (10^6 bytes) as DuckDB prints it
