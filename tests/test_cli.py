@@ -11,7 +11,7 @@ import duckdb
 import pytest
 from conftest import ALL_TABLES, Sandbox
 
-from makini_source.cli import main
+from makini_source.cli import _pipeline, main, parse_args
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,12 +106,12 @@ def test_demo_loads_all_seven_tables_and_prints_the_analytics(tmp_path: Path, ca
     assert counts == {"acme": 20, "globex": 20, "initech": 20}
 
 
-def test_demo_keeps_a_given_pipeline_name(tmp_path: Path, capsys: Any) -> None:
-    args = ["--pipelines-dir", str(tmp_path / "p"), "--duckdb-path", str(tmp_path / "d.duckdb")]
-    code = main(["--demo", "--demo-purchase-orders", "3", "--pipeline-name", "mine", *args])
-    assert code == 0, capsys.readouterr().err
-    assert (tmp_path / "p" / "mine").is_dir()
-    assert not (tmp_path / "p" / "mine_demo").exists()
+def test_demo_keeps_a_given_pipeline_name(tmp_path: Path) -> None:
+    directory = ["--pipelines-dir", str(tmp_path / "p")]
+    given = _pipeline(parse_args(["--demo", "--pipeline-name", "mine", *directory]))
+    assert given.pipeline_name == "mine"
+    assert _pipeline(parse_args(["--demo", *directory])).pipeline_name == "makini_demo"
+    assert _pipeline(parse_args(directory)).pipeline_name == "makini"
 
 
 @pytest.mark.parametrize(
@@ -135,22 +135,9 @@ def test_input_mistakes_exit_2_in_one_line(
     assert "Traceback" not in err
 
 
-def test_entities_take_spaces_and_paths(configured: Sandbox, tmp_path: Path, capsys: Any) -> None:
-    assert (
-        main(_args(tmp_path, "--entities", " vendors , sites,work-orders ", "--no-progress")) == 0
-    )
-    con = duckdb.connect(str(tmp_path / "cli.duckdb"), read_only=True)
-    try:
-        tables = {
-            row[0]
-            for row in con.execute(
-                "SELECT table_name FROM information_schema.tables "
-                "WHERE table_schema = 'makini_data' AND table_name NOT LIKE '\\_dlt%' ESCAPE '\\'"
-            ).fetchall()
-        }
-    finally:
-        con.close()
-    assert tables == {"vendors", "sites", "work_orders"}
+def test_entities_take_spaces_and_paths() -> None:
+    args = parse_args(["--entities", " vendors , sites,work-orders,, vendors "])
+    assert args.entities == ["vendors", "sites", "work_orders"]
 
 
 def test_help_names_the_configuration_and_check_shows_only_its_own_flags(capsys: Any) -> None:

@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import dlt
 import pytest
-from conftest import PostgresServer, Sandbox
-from test_concurrency import change_every_connection, reader, three_connections
+from conftest import Loader, PostgresServer, Sandbox, small_connections
 from test_source import assert_matches_api
 
-from makini_sandbox import SandboxConfig
+from makini_sandbox import ConnectionConfig, SandboxConfig
 
 REPO = Path(__file__).resolve().parents[1]
 ROUNDS = 2
@@ -86,6 +86,51 @@ def run_once():
 """
 
 
+def three_connections() -> list[ConnectionConfig]:
+    acme, globex = small_connections(12)
+    initech = ConnectionConfig(
+        name="initech",
+        token="tok_initech",
+        system="IFS Cloud",
+        purchase_orders=12,
+        vendors=9,
+        materials=7,
+        sites=2,
+        assets=5,
+        work_orders=6,
+        custom_fields={"Cost Center": "integer", "TPS Report #": "string", "flagged": "boolean"},
+    )
+    return [acme, globex, initech]
+
+
+def reader(sandbox: Sandbox, credentials: str, workdir: Path) -> Loader:
+    """A Loader that only reads the shared dataset."""
+    return Loader(sandbox, workdir / "reader", dlt.destinations.postgres(credentials=credentials))
+
+
+def change_every_connection(sandbox: Sandbox) -> None:
+    """Updates, deletes, new records, removed lines and one new custom field per connection."""
+    for name in sandbox.tokens:
+        pos = sandbox.records("purchase_orders", name, include_deleted=False)
+        changed = next(p for p in pos if len(p["lineItems"]) >= 2)
+        sandbox.put_record(
+            name,
+            "purchase-orders",
+            changed["key"],
+            {
+                "title": f"changed at {name}",
+                "lineItems": changed["lineItems"][:1],
+                "customFields": {**changed["customFields"], "Rollout Wave": 2},
+            },
+        )
+        deleted = next(p for p in pos if p["key"] != changed["key"])
+        sandbox.delete_record(name, "purchase-orders", deleted["key"])
+        vendor = sandbox.records("vendors", name, include_deleted=False)[0]
+        sandbox.delete_record(name, "vendors", vendor["key"])
+        sandbox.put_record(name, "vendors", f"V-NEW-{name}", {"name": f"New {name}"})
+    sandbox.sync_all()
+
+
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("orchestrator", ["airflow", "dagster"])
 def test_connections_load_concurrently_into_one_postgres_dataset(
@@ -133,6 +178,10 @@ def test_connections_load_concurrently_into_one_postgres_dataset(
             loads = _wait(workers, logs, signals, f"done-{round_no}")
             assert all(len(load_ids) == 1 for load_ids in loads.values()), loads
             assert_matches_api(check, sandbox)
+        rows = check.rows("purchase_orders")
+        for name in sandbox.tokens:  # the custom field all three added at once has its column
+            changed = [r for (c, _), r in rows.items() if r["title"] == f"changed at {name}"]
+            assert len(changed) == 1 and changed[0]["custom_fields__rollout_wave"] == 2
     finally:
         for name, process in workers.items():
             if process.poll() is None and not (signals / f"done-{ROUNDS}-{name}").exists():

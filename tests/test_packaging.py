@@ -23,6 +23,8 @@ import pytest
 from conftest import Sandbox
 from test_works_anywhere import columns
 
+from makini_source.cli import main
+
 REPO = Path(__file__).resolve().parents[1]
 IGNORED = shutil.ignore_patterns(
     ".git", "build", "dist", "*.egg-info", "__pycache__", ".venv", "*.duckdb*", ".pytest_cache"
@@ -85,20 +87,12 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.timeout(600)
 def test_wheel_inits_a_project_runs_the_demo_and_loads_like_the_repository(
-    installed: Path, sandbox: Sandbox, tmp_path: Path
+    installed: Path, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     project = tmp_path / "project"
     project.mkdir()
     env = clean_env(tmp_path)
     cli = str(installed / "makini-pipeline")
-
-    where = run(
-        [str(installed / "python"), "-c", "import makini_source; print(makini_source.__file__)"],
-        project,
-        env,
-    )
-    assert where.stdout.startswith(str(installed.parent)), where.stdout  # the wheel's copy
-    assert "makini-pipeline 0.1.0" in run([cli, "--version"], project, env).stdout
 
     run([cli, "init"], project, env)
     assert {p.name for p in (project / ".dlt").iterdir()} == {"config.toml", "secrets.toml"}
@@ -125,22 +119,24 @@ def test_wheel_inits_a_project_runs_the_demo_and_loads_like_the_repository(
     assert "acme" in loaded.stdout and (project / "makini.duckdb").exists()
 
     # the same tables as a load from the repository
-    repository_env = dict(
-        env,
-        PYTHONPATH=str(REPO),
-        SOURCES__MAKINI__BASE_URL=sandbox.url,
-        SOURCES__MAKINI__CONNECTIONS=json.dumps(sandbox.tokens),
-    )
-    run(
-        [sys.executable, str(REPO / "pipelines" / "makini_pipeline.py"), "--no-progress"]
-        + ["--pipeline-name", "from_repo", "--duckdb-path", str(tmp_path / "repo.duckdb")],
-        REPO,
-        repository_env,
-    )
-    assert columns(project / "makini.duckdb") == columns(tmp_path / "repo.duckdb")
+    monkeypatch.setenv("SOURCES__MAKINI__BASE_URL", sandbox.url)
+    monkeypatch.setenv("SOURCES__MAKINI__CONNECTIONS", json.dumps(sandbox.tokens))
+    repository = ["--no-progress", "--pipeline-name", "from_repo"]
+    repository += [
+        "--pipelines-dir",
+        str(tmp_path / "p"),
+        "--duckdb-path",
+        str(tmp_path / "r.duckdb"),
+    ]
+    assert main(repository) == 0
+    assert columns(project / "makini.duckdb") == columns(tmp_path / "r.duckdb")
 
     # the orchestration modules import from the installed package and read the project's config
-    probe = ["import makini_source.orchestration as o"]
+    probe = [
+        "import importlib.metadata, makini_source",
+        "print(makini_source.__file__, importlib.metadata.version('makini-source'))",
+        "import makini_source.orchestration",
+    ]
     if importlib.util.find_spec("airflow"):
         probe.append("from makini_source.orchestration.airflow_dag import build_dag")
         probe.append("print(sorted(build_dag().task_ids))")
@@ -154,6 +150,8 @@ def test_wheel_inits_a_project_runs_the_demo_and_loads_like_the_repository(
         )
     orchestration_env = dict(env, AIRFLOW_HOME=str(tmp_path / "airflow"))
     shown = run([str(installed / "python"), "-c", "\n".join(probe)], project, orchestration_env)
+    where, version = shown.stdout.splitlines()[0].split()
+    assert where.startswith(str(installed.parent)) and version == "0.1.0"  # the wheel's copy
     names = sorted(sandbox.tokens)
     if importlib.util.find_spec("airflow"):
         assert str([f"makini_{name}" for name in names]) in shown.stdout
