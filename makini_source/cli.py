@@ -50,6 +50,7 @@ from makini_source.settings import ENTITIES
 from makini_source.window import to_datetime
 
 COMMANDS = ("run", "check", "views", "init")
+_TOP_LEVEL = ("-h", "--help", "--version")  # arguments that are not `run`'s
 DEMO_PIPELINE_NAME = "makini_demo"  # and so the demo's DuckDB file, makini_demo.duckdb
 OLD_DEFAULT_DATABASE = "makini_warehouse.duckdb"  # the default before it became dlt's own
 CHILD_TABLE = "purchase_order_line_items"
@@ -168,9 +169,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if not arguments or (arguments[0] not in COMMANDS and arguments[0] not in _TOP_LEVEL):
         arguments.insert(0, "run")
     return build_parser().parse_args(arguments)
-
-
-_TOP_LEVEL = ("-h", "--help", "--version")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -67,7 +67,8 @@ def test_building_the_dag_leaves_the_environment_alone(
     assert not dag.task_dict["makini_acme"].upstream_task_ids  # the tasks are independent
     for token in tokens.values():  # only names travel with the DAG
         for task in dag.tasks:
-            assert token not in repr(task.op_args) + repr(task.op_kwargs)
+            arguments = (getattr(task, "op_args", None), getattr(task, "op_kwargs", None))
+            assert token not in repr(arguments)
 
 
 def airflow_env(home: Path, sandbox: Sandbox, duckdb_path: Path) -> dict[str, str]:

@@ -202,8 +202,8 @@ def test_connections_load_concurrently_into_one_postgres_dataset(
         )
     }
     assert schemas == {"makini_data"} | {f"makini_data_staging_{name}" for name in sandbox.tokens}
-    loads = check.query(f"SELECT status, COUNT(*) FROM {check.table('_dlt_loads')} GROUP BY 1")
-    assert dict(loads) == {0: ROUNDS * len(sandbox.tokens)}
+    statuses = check.query(f"SELECT status, COUNT(*) FROM {check.table('_dlt_loads')} GROUP BY 1")
+    assert dict(statuses) == {0: ROUNDS * len(sandbox.tokens)}
 
 
 def _wait(

@@ -156,11 +156,11 @@ def test_materialize_two_partitions_into_one_dataset(
     assert metadata["rows_loaded"].value == 1
     assert metadata["connection_rows"].value == counts[("vendors", "acme")]
     with duckdb.connect(str(tmp_path / "makini.duckdb"), read_only=True) as con:
-        names = con.execute(
+        renamed = con.execute(
             "SELECT connection_id, name FROM makini_data.vendors WHERE key = 'V-000001' ORDER BY 1"
         ).fetchall()
-    assert names[0] == ("acme", "Renamed by test")
-    assert names[1][0] == "globex" and names[1][1] != "Renamed by test"
+    assert renamed[0] == ("acme", "Renamed by test")
+    assert renamed[1][0] == "globex" and renamed[1][1] != "Renamed by test"
     assert duckdb_counts(tmp_path / "makini.duckdb") == counts
 
 

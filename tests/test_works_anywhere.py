@@ -230,5 +230,6 @@ def test_duckdb_memory_limit_and_load_jobs_are_set_in_code(tmp_path: Path) -> No
     assert destination.capabilities().max_parallel_load_jobs == DUCKDB_LOAD_JOBS == 2
     pipeline = make_pipeline("limits", destination, pipelines_dir=str(tmp_path / "p"))
     with pipeline.sql_client() as client:
-        ((limit,),) = client.execute_sql("SELECT current_setting('memory_limit')")
+        rows = client.execute_sql("SELECT current_setting('memory_limit')") or []
+    ((limit,),) = rows
     assert limit == "91.5 MiB", limit  # 96MB (10^6 bytes) as DuckDB prints it
