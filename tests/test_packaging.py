@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 import sysconfig
@@ -69,8 +70,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=True,
         env=env,
     ).stdout.strip()
-    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    Path(purelib, "_test_dependencies.pth").write_text("\n".join(sorted(ours)) + "\n")
+    ours = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    ours += [*site.getsitepackages(), site.getusersitepackages()]
+    existing = [path for path in dict.fromkeys(ours) if Path(path).is_dir()]
+    Path(purelib, "_test_dependencies.pth").write_text("\n".join(existing) + "\n")
     return environment / "bin"
 
 
