@@ -228,6 +228,7 @@ def replacement(
             message = f"The upstream system refused the request (Authorization: {auth})."
             if "request_id" in echo_places(params):
                 request_id = auth  # v1 error bodies repeat the request id
+        exc: ApiError
         if status == 422:
             field = str(params.get("field", "filter"))
             exc = ValidationFailed({field: [message or ValidationFailed.default_message]})

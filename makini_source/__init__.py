@@ -42,6 +42,7 @@ from makini_source.exceptions import (
     MakiniError,
     ReauthorizationRequired,
 )
+from makini_source.load_id import stamp_load_id
 from makini_source.reading import EntityRead, ReadOptions
 from makini_source.settings import DEFAULT_BASE_URL, DEFAULT_CONNECTION_NAME
 from makini_source.window import format_timestamp, to_datetime
@@ -213,6 +214,7 @@ def _entity_resource(
         write_disposition={"disposition": "merge", "strategy": "delete-insert"},
         file_format="parquet",
     )
+    resource.add_map(stamp_load_id)  # `_dlt_load_id` on every row, from any cwd (load_id.py)
     resource.makini_connections = connections  # type: ignore[attr-defined]
     return resource
 

@@ -189,6 +189,10 @@ def select(spec: str | Iterable[str]) -> list[Entity]:
             `erp:*`, `eam:*`, an entity name (`purchase_orders`) or a path
             (`purchase-orders`, `statuses/purchase-orders`).
 
+    Returns:
+        The entities in the order the selection names them (`all`, `default` and families
+        in catalogue order).
+
     Raises:
         ValueError: An item names no entity (the message lists close matches), or the
             selection is empty.
@@ -196,25 +200,26 @@ def select(spec: str | Iterable[str]) -> list[Entity]:
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     catalogue = load_catalogue()
     by_path = {entity.path: entity for entity in catalogue.values()}
-    chosen: set[str] = set()
+    chosen: dict[str, None] = {}  # an ordered set
     for item in (item.strip() for item in items):
         if not item:
             continue
         if item == "all":
-            chosen.update(catalogue)
+            names = list(catalogue)
         elif item == "default":
-            chosen.update(entity.name for entity in default_entities())
+            names = [entity.name for entity in default_entities()]
         elif item.endswith(":*"):
-            chosen.update(entity.name for entity in entities_of_family(item[:-2]))
+            names = [entity.name for entity in entities_of_family(item[:-2])]
         elif item in catalogue:
-            chosen.add(item)
+            names = [item]
         elif item in by_path:
-            chosen.add(by_path[item].name)
+            names = [by_path[item].name]
         else:
             raise ValueError(_unknown(item, [*catalogue, *by_path]))
+        chosen.update(dict.fromkeys(names))
     if not chosen:
         raise ValueError(f"the entity selection {spec!r} names no entity")
-    return [entity for name, entity in catalogue.items() if name in chosen]
+    return [catalogue[name] for name in chosen]
 
 
 def _unknown(item: str, known: list[str]) -> str:

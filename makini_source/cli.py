@@ -1,382 +1,423 @@
-"""`makini-pipeline`: load Makini into a dlt destination, check connections, build views.
+"""`makini-pipeline`: load Makini into a dlt destination, check connections, build views, and
+scaffold the configuration of a project.
 
 Commands::
 
     makini-pipeline [run] [--demo] [--destination NAME] [--entities a,b] ...
     makini-pipeline check [--demo]          # sync status of every configured connection
     makini-pipeline views [--destination]   # create the analytics views in the dataset
+    makini-pipeline init [DIR] [--force]    # write DIR/.dlt/config.toml and secrets.toml
 
-`python pipelines/makini_pipeline.py` is the same program.
+`python pipelines/makini_pipeline.py` is the same program. Mistakes in the configuration or
+the arguments print one line and exit with status 2 (`--debug` shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import threading
 import time
-from collections.abc import Sequence
-from contextlib import ExitStack
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import dlt
-from typing_extensions import Self
 
 from makini_source import connection_failures, makini_source, source_connections
-from makini_source.analytics import MODELS, create_views, run_model
-from makini_source.catalogue import default_entities, load_catalogue
-from makini_source.exceptions import MakiniAPIError, ReauthorizationRequired
+from makini_source.analytics import MODELS, create_views
+from makini_source.catalogue import default_entities, select
+from makini_source.cli_errors import USAGE_ERROR, UsageError, describe, redact
+from makini_source.cli_report import (
+    print_analytics,
+    print_destination_counts,
+    print_run_summary,
+    render_spend_chart,
+)
+from makini_source.exceptions import ConfigurationError, MakiniAPIError, ReauthorizationRequired
+from makini_source.pipeline import (
+    DEFAULT_DATASET_NAME,
+    DEFAULT_PIPELINE_NAME,
+    load,
+    make_destination,
+    make_pipeline,
+)
+from makini_source.progress import RunProgress
+from makini_source.scaffold import scaffold
+from makini_source.window import to_datetime
 
-DEMO_DATABASE = "makini_demo.duckdb"  # not named like the dataset: DuckDB would clash
-DEFAULT_DATABASE = "makini_warehouse.duckdb"
-DEFAULT_DATASET = "makini_data"
-TABLES = [table for entity in load_catalogue().values() for table in entity.tables]
+COMMANDS = ("run", "check", "views", "init")
+_TOP_LEVEL = ("-h", "--help", "--version")  # arguments that are not `run`'s
+DEMO_PIPELINE_NAME = "makini_demo"  # and so the demo's DuckDB file, makini_demo.duckdb
+OLD_DEFAULT_DATABASE = "makini_warehouse.duckdb"  # the default before it became dlt's own
+CHILD_TABLE = "purchase_order_line_items"
 UNHEALTHY = ("error", "reauthorization_required")
 
+CONFIGURATION_HELP = """\
+configuration (dlt's: environment variables win over .dlt/secrets.toml and .dlt/config.toml in
+the working directory, then ~/.dlt/; `makini-pipeline init` writes both files, documented):
+  SOURCES__MAKINI__CONNECTIONS  secret: JSON {"<connection name>": "<token>", ...}
+  SOURCES__MAKINI__API_TOKEN    secret: one token, loaded as connection "default"
+  SOURCES__MAKINI__BASE_URL     API root (default https://api.makini.io)
+  SOURCES__MAKINI__<SETTING>    every other [sources.makini] key of .dlt/config.toml
+  DESTINATION__<NAME>__CREDENTIALS  credentials of --destination NAME
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Command-line options."""
-    parser = argparse.ArgumentParser(
+exit status: 0 done; 1 a load failed (or `check`: a connection is unhealthy); 2 a mistake in
+the configuration or the arguments, or some connections failed (the others were loaded)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors in one line, exit status 2 (argparse prints the whole usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser: one subcommand per command, each with only its own options."""
+    parser = _Parser(
         prog="makini-pipeline",
         description=__doc__,
+        epilog=CONFIGURATION_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", nargs="?", default="run", choices=("run", "check", "views"))
-    parser.add_argument(
-        "--demo", action="store_true", help="serve a local Makini sandbox (and load into DuckDB)"
+    parser.add_argument("--version", action="version", version=version_text())
+    commands = parser.add_subparsers(dest="command", metavar="{run,check,views,init}")
+
+    common = _Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+
+    demo = _Parser(add_help=False)
+    demo.add_argument(
+        "--demo", action="store_true", help="serve a local Makini sandbox and use its connections"
     )
-    parser.add_argument(
+    demo.add_argument(
+        "--demo-purchase-orders", type=_positive, default=200, help="POs per demo connection"
+    )
+
+    target = _Parser(add_help=False)
+    target.add_argument(
         "--destination", default="duckdb", help="any dlt destination name (default: duckdb)"
     )
-    parser.add_argument(
-        "--dataset-name", default=DEFAULT_DATASET, help="destination dataset/schema"
+    target.add_argument(
+        "--dataset-name", default=DEFAULT_DATASET_NAME, help="destination dataset/schema"
     )
-    parser.add_argument(
-        "--pipeline-name", default="makini", help="dlt pipeline name (holds incremental state)"
-    )
-    parser.add_argument(
-        "--pipelines-dir",
+    target.add_argument(
+        "--pipeline-name",
         default=None,
-        help="where dlt keeps pipeline state (default ~/.dlt/pipelines)",
+        help=f"dlt pipeline name, holds incremental state (default {DEFAULT_PIPELINE_NAME}; "
+        f"{DEMO_PIPELINE_NAME} with --demo)",
     )
-    parser.add_argument(
+    target.add_argument(
+        "--pipelines-dir", default=None, help="where dlt keeps pipeline state (~/.dlt/pipelines)"
+    )
+    target.add_argument(
         "--duckdb-path",
         default=None,
-        help=f"DuckDB file (default {DEFAULT_DATABASE}; {DEMO_DATABASE} with --demo)",
+        help="DuckDB file (default <pipeline name>.duckdb in the working directory)",
     )
-    parser.add_argument(
+
+    def command(name: str, help_text: str, *parents: argparse.ArgumentParser) -> Any:
+        return commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=CONFIGURATION_HELP,
+            parents=[*parents, common],  # type: ignore[list-item]  # mypy misreads the unpacking
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    run = command("run", "load every configured connection (the default command)", demo, target)
+    run.add_argument(
         "--entities",
+        type=entity_list,
         default=None,
-        help="comma-separated entities, 'all', or a family ('erp:*'); default: "
+        help="comma-separated entities, 'all', or a family ('erp:*', 'eam:*'); default: "
         + ", ".join(entity.name for entity in default_entities()),
     )
-    parser.add_argument("--start-date", default=None, help="first run's lower bound of updatedAt")
-    parser.add_argument(
+    run.add_argument("--start-date", default=None, help="first run's lower bound of updatedAt")
+    run.add_argument(
         "--end-date", default=None, help="bounded backfill's upper bound; leaves state alone"
     )
-    parser.add_argument("--hard-delete", action="store_true", help="delete rows of deleted records")
-    parser.add_argument(
-        "--page-size", type=int, default=None, help="records per request (capped per entity)"
+    run.add_argument("--hard-delete", action="store_true", help="delete rows of deleted records")
+    run.add_argument(
+        "--page-size", type=_positive, default=None, help="records per request (capped per entity)"
     )
-    parser.add_argument(
-        "--no-progress", action="store_true", help="no progress lines while extracting"
-    )
-    parser.add_argument(
-        "--views", action="store_true", help="after loading, create the analytics views"
-    )
-    parser.add_argument(
+    run.add_argument("--no-progress", action="store_true", help="no progress lines")
+    run.add_argument("--views", action="store_true", help="then create the analytics views")
+    run.add_argument(
         "--chart",
         nargs="?",
         const="makini_spend_by_month.png",
         default=None,
-        help="after loading, render spend by month as a PNG (default makini_spend_by_month.png)",
+        help="then render spend by month as a PNG (default makini_spend_by_month.png)",
     )
-    parser.add_argument(
-        "--demo-purchase-orders", type=int, default=200, help="POs per demo connection"
-    )
-    return parser.parse_args(argv)
+    command("check", "print the sync status of every configured connection", demo)
+    views = command("views", f"create the analytics views ({', '.join(MODELS)})", target)
+    views.add_argument("--demo", action="store_true", help="in the demo's dataset")
+    init = command("init", "write .dlt/config.toml and .dlt/secrets.toml templates into DIR")
+    init.add_argument("directory", nargs="?", default=".", metavar="DIR", help="default: .")
+    init.add_argument("--force", action="store_true", help="overwrite existing files")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options; `run` when no command is given."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if not arguments or (arguments[0] not in COMMANDS and arguments[0] not in _TOP_LEVEL):
+        arguments.insert(0, "run")
+    return build_parser().parse_args(arguments)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except SystemExit as exit_request:  # --help, --version, argument errors (status 2)
+        return exit_request.code if isinstance(exit_request.code, int) else USAGE_ERROR
+    try:
+        return COMMAND_FUNCTIONS[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every error becomes one line (or --debug)
+        message, status = describe(exc)
+        if args.debug:
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            print(redact(text), file=sys.stderr, end="")
+        print(f"error: {redact(message)}", file=sys.stderr)
+        if status != USAGE_ERROR and not args.debug:
+            print("(run with --debug for the traceback)", file=sys.stderr)
+        return status
+
+
+def run(args: argparse.Namespace) -> int:
+    """`run`: loads once; prints progress, a summary and (demo) the analytics."""
     with ExitStack() as stack:
-        source_kwargs = _source_kwargs(args)
+        source_kwargs = _source_options(args)
         if args.demo:
-            server = stack.enter_context(_demo_sandbox(args.demo_purchase_orders))
-            source_kwargs.update(base_url=server.url, connections=server.tokens)
-            print(f"Makini sandbox serving {len(server.tokens)} connections at {server.url}")
-        if args.command == "check":
-            return check(source_kwargs)
-        pipeline = _pipeline(args)
-        if args.command == "views":
-            with pipeline.sql_client() as client:
-                for view in create_views(client).values():
-                    print(f"created view {view}")
-            return 0
-        return run(args, pipeline, source_kwargs)
-    return 0
-
-
-def run(args: argparse.Namespace, pipeline: dlt.Pipeline, source_kwargs: dict[str, Any]) -> int:
-    """Loads once; prints progress, a summary, and (demo) the analytics. Returns the exit code."""
-    started = time.monotonic()
-    if pipeline.has_pending_data:
-        # an earlier run was interrupted after extracting: finish its packages first, or
-        # dlt would load only those and ignore this run's data
-        print("Finishing load packages left by an interrupted run...")
-        pipeline.run()
-    source = makini_source(**source_kwargs)
-    with Progress(source, enabled=not args.no_progress):
-        info = pipeline.run(source, loader_file_format="parquet")
-    elapsed = time.monotonic() - started
-    print(info)
-    print_run_summary(source, elapsed)
-    print_destination_counts(pipeline)
-    if args.views or args.demo:
-        with pipeline.sql_client() as client:
-            create_views(client)
-        print(f"\nAnalytics views created in {args.dataset_name}: {', '.join(MODELS)}")
-    if args.demo:
-        print_analytics(pipeline)
-    if args.chart:
-        render_spend_chart(pipeline, args.chart)
-    failures = connection_failures(source)
-    if failures:
-        print(f"\n{len(failures)} connection(s) failed; the others were loaded:", file=sys.stderr)
-        for name, error in sorted(failures.items()):
-            print(f"  {name}: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def check(source_kwargs: dict[str, Any]) -> int:
-    """Prints the sync status of every configured connection; 1 if any is unhealthy."""
-    source = makini_source(**source_kwargs)
-    unhealthy = 0
-    print(
-        f"{'connection':<14} {'dialect':<12} {'status':<24} {'system':<18} {'complete until':<28} "
-        f"{'reauth':<6}"
-    )
-    for connection in source_connections(source):
-        try:
-            dialect, point = connection.resolve()
-            reauth = point.state == "reauthorization_required"
-            row = (
-                dialect.name + (f"/{dialect.family}" if dialect.family else ""),
-                point.reported or "?",
-                point.system or "?",
-                point.complete_until or "not complete",
-                "yes" if reauth else "no",
+            source_kwargs.update(stack.enter_context(_demo_connections(args)))
+        progress = RunProgress(enabled=not args.no_progress)
+        pipeline = _pipeline(args, progress)
+        source = makini_source(**source_kwargs)
+        progress.watch(source)
+        if pipeline.has_pending_data:
+            print("Finishing the load packages an interrupted run left, then loading...")
+        started = time.monotonic()
+        info = load(pipeline, source)
+        print(info)
+        print_run_summary(source, time.monotonic() - started)
+        print_destination_counts(pipeline)
+        if args.views or args.demo:
+            create_views(pipeline)
+            print(f"\nAnalytics views created in {args.dataset_name}: {', '.join(MODELS)}")
+        if args.demo:
+            print_analytics(pipeline)
+        if args.chart:
+            render_spend_chart(pipeline, args.chart)
+        failures = connection_failures(source)
+        if failures:
+            print(
+                f"\n{len(failures)} connection(s) failed; the others were loaded:", file=sys.stderr
             )
-            unhealthy += point.state in UNHEALTHY
-        except ReauthorizationRequired:
-            row = ("?", "token rejected (401)", "?", "?", "yes")
-            unhealthy += 1
-        except MakiniAPIError as exc:
-            row = ("?", f"unreachable ({exc.status or exc.code or 'network'})", "?", "?", "?")
-            unhealthy += 1
-        finally:
-            connection.client.close()
+            for name, error in sorted(failures.items()):
+                print(f"  {name}: {error}", file=sys.stderr)
+            return 2
+    return 0
+
+
+def check(args: argparse.Namespace) -> int:
+    """`check`: prints the sync status of every connection; 1 if any is unhealthy."""
+    with ExitStack() as stack:
+        source_kwargs = stack.enter_context(_demo_connections(args)) if args.demo else {}
+        source = makini_source(**source_kwargs)
+        unhealthy = 0
         print(
-            f"{connection.name:<14} {row[0]:<12} {row[1]:<24} {row[2]:<18} {row[3]:<28} {row[4]:<6}"
+            f"{'connection':<14} {'dialect':<12} {'status':<14} {'system':<12} "
+            f"{'complete until':<28} {'reauth':<6}"
         )
+        for connection in source_connections(source):
+            try:
+                dialect, point = connection.resolve()
+                reauth = point.state == "reauthorization_required"
+                row = (
+                    dialect.name + (f"/{dialect.family}" if dialect.family else ""),
+                    point.reported or "?",
+                    point.system or "?",
+                    point.complete_until or "not complete",
+                    "yes" if reauth else "no",
+                )
+                unhealthy += point.state in UNHEALTHY
+            except ReauthorizationRequired:
+                row = ("?", "token rejected (401)", "?", "?", "yes")
+                unhealthy += 1
+            except MakiniAPIError as exc:
+                row = ("?", f"unreachable ({exc.status or exc.code or 'network'})", "?", "?", "?")
+                unhealthy += 1
+            finally:
+                connection.client.close()
+            print(
+                f"{connection.name:<14} {row[0]:<12} {row[1]:<14} {row[2]:<12} {row[3]:<28} "
+                f"{row[4]:<6}"
+            )
     if unhealthy:
         print(f"\n{unhealthy} connection(s) unhealthy", file=sys.stderr)
         return 1
     return 0
 
 
-class Progress:
-    """Prints records per table, requests, retries and throttling while a run extracts."""
-
-    def __init__(self, source: Any, enabled: bool = True, interval: float | None = None) -> None:
-        self._connections = source_connections(source)
-        self._enabled = enabled
-        self._tty = sys.stderr.isatty()
-        self._interval = interval or (1.0 if self._tty else 10.0)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="makini-progress", daemon=True)
-        self._started = time.monotonic()
-
-    def __enter__(self) -> Self:
-        if self._enabled:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-            if self._tty:
-                sys.stderr.write("\n")
-
-    def line(self) -> str:
-        """One status line."""
-        rows: dict[str, int] = {}
-        requests = retries = limited = 0
-        throttled = 0.0
-        for connection in self._connections:
-            for table, count in list(connection.rows.items()):
-                rows[table] = rows.get(table, 0) + count
-            stats = connection.client.stats
-            requests += stats.requests
-            retries += stats.retries
-            limited += stats.rate_limited
-            throttled += stats.throttle_seconds
-        tables = " ".join(f"{table}={count:,}" for table, count in rows.items()) or "starting"
-        return (
-            f"[{time.monotonic() - self._started:6.1f}s] {tables} | requests={requests:,} "
-            f"retries={retries} 429s={limited} throttled={throttled:.1f}s"
-        )
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            if self._tty:
-                sys.stderr.write("\r" + self.line()[:200].ljust(120))
-            else:
-                sys.stderr.write(self.line() + "\n")
-            sys.stderr.flush()
-
-
-def print_run_summary(source: Any, elapsed: float) -> None:
-    """Rows read per table and connection in this run, with request figures."""
-    connections = source_connections(source)
-    print(f"\nRun finished in {elapsed:.1f}s. Rows read this run:")
-    print(f"{'connection':<14} {'table':<28} {'rows':>10}")
-    for connection in connections:
-        for table in TABLES:
-            if connection.rows.get(table):
-                print(f"{connection.name:<14} {table:<28} {connection.rows[table]:>10,}")
-    print(
-        f"\n{'connection':<14} {'requests':>9} {'retries':>8} {'429s':>6} {'throttled':>10}  status"
+def views(args: argparse.Namespace) -> int:
+    """`views`: creates the analytics views in the dataset a load filled."""
+    pipeline = _pipeline(args)
+    pipeline.sync_destination()  # the schema of the last load, also on a machine without state
+    schema_tables: dict[str, Any] = (
+        pipeline.default_schema.tables if pipeline.default_schema_name else {}
     )
-    for connection in connections:
-        stats = connection.client.stats
-        failure = "ok" if connection.failure is None else "FAILED (see below)"
-        print(
-            f"{connection.name:<14} {stats.requests:>9,} {stats.retries:>8} {stats.rate_limited:>6} "
-            f"{stats.throttle_seconds:>9.1f}s  {failure}"
+    missing = [t for t in ("purchase_orders", CHILD_TABLE) if t not in schema_tables]
+    if missing:
+        raise UsageError(
+            f"dataset {pipeline.dataset_name!r} of pipeline {pipeline.pipeline_name!r} has no "
+            f"{' or '.join(missing)} yet; load it first (makini-pipeline run, same "
+            "--destination/--dataset-name/--pipeline-name)"
         )
-    for connection in connections:
-        for note in connection.notes:
-            print(f"note: {connection.name}: {note}")
+    for view in create_views(pipeline).values():
+        print(f"created view {view}")
+    return 0
 
 
-def print_destination_counts(pipeline: dlt.Pipeline) -> None:
-    """Rows per table and connection as they now stand in the destination."""
-    existing = set(pipeline.default_schema.data_table_names())
-    with pipeline.sql_client() as client:
-        print(f"\nIn the destination ({pipeline.dataset_name}):")
-        print(f"{'table':<28} {'connection':<14} {'rows':>9} {'deleted':>8}")
-        for table in TABLES:
-            if table not in existing:
-                continue
-            rows = (
-                client.execute_sql(
-                    f"SELECT connection_id, COUNT(*), COUNT(deleted_at) FROM {client.make_qualified_table_name(table)} "
-                    "GROUP BY connection_id ORDER BY connection_id"
-                )
-                or []
-            )
-            for connection_id, count, deleted in rows:
-                print(f"{table:<28} {connection_id:<14} {count:>9,} {deleted:>8,}")
+def init(args: argparse.Namespace) -> int:
+    """`init`: writes the configuration templates into a project."""
+    for path in scaffold(args.directory, force=args.force):
+        print(f"wrote {path}")
+    print(
+        "Fill in the connections' tokens in .dlt/secrets.toml (keep it out of version "
+        "control), then run makini-pipeline from that directory."
+    )
+    return 0
 
 
-def print_analytics(pipeline: dlt.Pipeline) -> None:
-    """Runs each analytics model and prints its top rows."""
-    queries = {
-        "open_order_value_by_vendor": ("open_value DESC", "Open order value by vendor (top 5)"),
-        "late_deliveries_by_vendor": (
-            "late_share DESC, lines_due DESC",
-            "Late deliveries by vendor (top 5)",
-        ),
-        "spend_by_month": (
-            "order_month DESC, net_spend DESC",
-            "Spend by month and currency (latest 5)",
-        ),
-        "received_vs_ordered": ("ordered_quantity DESC", "Received vs ordered by material (top 5)"),
-    }
-    with pipeline.sql_client() as client:
-        for name, (order_by, title) in queries.items():
-            columns, rows = run_model(client, name, order_by=order_by, limit=5)
-            print(f"\n{title}  [view {name}]")
-            print("  " + " | ".join(columns))
-            for row in rows:
-                print("  " + " | ".join(_fmt(v) for v in row))
+COMMAND_FUNCTIONS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": run,
+    "check": check,
+    "views": views,
+    "init": init,
+}
 
 
-def render_spend_chart(pipeline: dlt.Pipeline, path: str) -> None:
-    """Renders net spend by order month (one line per currency) to a PNG."""
+def version_text() -> str:
+    """`makini-pipeline <version> (dlt <version>)`."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("--chart needs matplotlib: pip install -e '.[chart]'", file=sys.stderr)
-        return
-    with pipeline.sql_client() as client:
-        _, rows = run_model(client, "spend_by_month")
-    series: dict[str, dict[Any, float]] = {}
-    for _, month, currency, _, spend in rows:
-        by_month = series.setdefault(str(currency), {})
-        by_month[month] = by_month.get(month, 0.0) + float(spend or 0)
-    fig, ax = plt.subplots(figsize=(10, 5))
-    for currency, by_month in sorted(series.items()):
-        months = sorted(by_month)
-        ax.plot(months, [by_month[m] / 1e6 for m in months], marker="o", label=currency)
-    ax.set_title("Net purchase order spend by month (all connections)")
-    ax.set_ylabel("net spend (millions, order currency)")
-    ax.legend(title="currency")
-    ax.grid(alpha=0.3)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    print(f"\nChart written to {Path(path).resolve()}")
+        own = metadata.version("makini-source")
+    except metadata.PackageNotFoundError:  # a source tree that was never installed
+        own = "unknown"
+    return f"makini-pipeline {own} (dlt {dlt.__version__})"
 
 
-def _fmt(value: Any) -> str:
-    if hasattr(value, "quantize"):
-        return f"{value:,.2f}"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    if hasattr(value, "strftime"):
-        return value.strftime("%Y-%m")
-    return str(value)
+def entity_list(value: str) -> list[str]:
+    """`--entities`: comma-separated entities (names, paths, `all`, `erp:*`), spaces allowed."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("no entity given")
+    for name in names:
+        if name in (CHILD_TABLE, "purchase-order-line-items", "line_items"):
+            raise argparse.ArgumentTypeError(
+                f"{name} is not an entity of its own: purchase_orders loads it (each purchase "
+                "order brings all its lines); pass purchase_orders"
+            )
+    try:
+        return [entity.name for entity in select(names)]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _source_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    kwargs = {
-        "entities": args.entities.split(",") if args.entities else None,
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return number
+
+
+def _source_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The source's arguments from the command line (the rest comes from dlt config)."""
+    start = _date_option("--start-date", args.start_date, "sources.makini.start_date")
+    end = _date_option("--end-date", args.end_date, "sources.makini.end_date")
+    if start is not None and end is not None and to_datetime(end) <= to_datetime(start):
+        raise UsageError(
+            f"end_date {end} is not after start_date {start}; a backfill reads "
+            "[start_date, end_date)"
+        )
+    options = {
+        "entities": args.entities,
         "start_date": args.start_date,
         "end_date": args.end_date,
         "hard_delete": True if args.hard_delete else None,
         "page_size": args.page_size,
     }
-    return {k: v for k, v in kwargs.items() if v is not None}
+    return {key: value for key, value in options.items() if value is not None}
 
 
-def _pipeline(args: argparse.Namespace) -> dlt.Pipeline:
-    destination: Any = args.destination
-    if args.destination == "duckdb":
-        path = args.duckdb_path or (DEMO_DATABASE if args.demo else DEFAULT_DATABASE)
-        destination = dlt.destinations.duckdb(str(Path(path).resolve()))
-    return dlt.pipeline(
-        pipeline_name=args.pipeline_name + ("_demo" if args.demo else ""),
-        destination=destination,
-        dataset_name=args.dataset_name,
-        pipelines_dir=args.pipelines_dir,
+def _date_option(flag: str, given: str | None, setting: str) -> str | None:
+    """A date from its flag, else from config; checked to be a date or timestamp."""
+    value = given if given is not None else dlt.config.get(setting)
+    if value is None:
+        return None
+    try:
+        to_datetime(value)
+    except ConfigurationError:
+        where = flag if given is not None else setting
+        raise UsageError(
+            f"{where} {value!r} is not a date or RFC 3339 timestamp (e.g. 2024-01-31 or "
+            "2024-01-31T08:00:00Z)"
+        ) from None
+    return str(value)
+
+
+def _pipeline(args: argparse.Namespace, progress: RunProgress | None = None) -> dlt.Pipeline:
+    name = args.pipeline_name or (DEMO_PIPELINE_NAME if args.demo else DEFAULT_PIPELINE_NAME)
+    destination = make_destination(
+        args.destination, pipeline_name=name, duckdb_file=args.duckdb_path
     )
+    if args.destination != "duckdb" and args.duckdb_path:
+        raise UsageError(f"--duckdb-path applies to --destination duckdb, not {args.destination}")
+    if (
+        args.destination == "duckdb"
+        and not args.duckdb_path
+        and Path(OLD_DEFAULT_DATABASE).exists()
+        and not Path(f"{name}.duckdb").exists()
+    ):
+        raise UsageError(
+            f"{OLD_DEFAULT_DATABASE} (the default DuckDB file of earlier versions) is here but "
+            f"{name}.duckdb is not: pass --duckdb-path {OLD_DEFAULT_DATABASE} to keep loading "
+            f"into it, or rename it to {name}.duckdb (dlt's own default)"
+        )
+    return make_pipeline(name, destination, args.dataset_name, args.pipelines_dir, progress)
 
 
-def _demo_sandbox(purchase_orders: int) -> Any:
+@contextmanager
+def _demo_connections(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
+    """Serves the sandbox in-process; yields the source arguments of its connections."""
     try:
         from makini_sandbox import SandboxConfig, SandboxServer, default_connections
     except ImportError:
-        sys.exit("--demo needs the sandbox: pip install -e '.[demo]'")
+        raise UsageError("--demo needs the sandbox: pip install 'makini-source[demo]'") from None
     connections = default_connections()
     for connection in connections:
-        connection.purchase_orders = purchase_orders
-    return SandboxServer(SandboxConfig(connections=connections))
+        connection.purchase_orders = args.demo_purchase_orders
+    with SandboxServer(SandboxConfig(connections=connections)) as server:
+        print(f"Makini sandbox serving {len(server.tokens)} connections at {server.url}")
+        # the sandbox speaks both dialects: the last connection is read in the unified one,
+        # beside the others in v1, into the same tables
+        specs: dict[str, Any] = {
+            name: {"token": token, "dialect": "v1"} for name, token in server.tokens.items()
+        }
+        specs[connections[-1].name]["dialect"] = "unified"
+        yield {"base_url": server.url, "connections": specs}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

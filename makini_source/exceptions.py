@@ -7,6 +7,7 @@ itself: method, path and page), and never a token: every message passes `redact.
     MakiniError
     ├── ConfigurationError            bad arguments or configuration; nothing was requested
     ├── ConnectionsFailed             after a run: the connections that failed, and why
+    ├── LoadFailed                    a load package was aborted or kept failed jobs
     ├── MakiniAPIError                the API answered with an error, or not at all
     │   ├── RetriableAPIError         worth another try: 429, 5xx, timeouts, cut-off bodies
     │   │   ├── RateLimitError        429, carries the server's Retry-After
@@ -185,3 +186,24 @@ class ContractViolationError(_ContextError):
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (_rebuild, (type(self), self.bare_message, self._context()))
+
+
+class LoadFailed(MakiniError):
+    """A load package was aborted, kept failed jobs or could not be loaded.
+
+    Attributes:
+        pipeline_name: The dlt pipeline.
+        load_id: The package; `dlt pipeline <name> load-package <load_id>` shows it.
+    """
+
+    def __init__(self, message: str, *, pipeline_name: str, load_id: str | None) -> None:
+        self.pipeline_name = pipeline_name
+        self.load_id = load_id
+        super().__init__(message)
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (_rebuild_load_failed, (str(self), self.pipeline_name, self.load_id))
+
+
+def _rebuild_load_failed(message: str, pipeline_name: str, load_id: str | None) -> LoadFailed:
+    return LoadFailed(message, pipeline_name=pipeline_name, load_id=load_id)

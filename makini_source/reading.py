@@ -22,6 +22,7 @@ from typing import Any
 
 import dlt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from makini_source.catalogue import Entity
 from makini_source.columnar import PageDecoder
@@ -404,7 +405,9 @@ class _Batch:
             tables = settle_batch_types(name, tables, self._settled)
             try:
                 # pages may differ in columns (a field null on one page is absent there)
-                merged = [pa.concat_tables(tables, promote_options="default")]
+                merged = [
+                    _in_stable_order(pa.concat_tables(tables, promote_options="default"), tables)
+                ]
             except (pa.ArrowInvalid, pa.ArrowTypeError):
                 merged = tables  # a type differs between pages: dlt reconciles them
             items.extend(
@@ -414,6 +417,23 @@ class _Batch:
         self._tables = {}
         self.rows = 0
         return items
+
+
+def _in_stable_order(merged: pa.Table, pieces: list[pa.Table]) -> pa.Table:
+    """The columns every piece has in their own order, then the others (custom fields of
+    some connections only) sorted: the same whichever connection's page came first."""
+    rows = [piece for piece in pieces if not _only_markers(piece)] or pieces
+    common = set.intersection(*(set(piece.column_names) for piece in rows))
+    first = [name for name in rows[0].column_names if name in common]
+    rest = sorted(name for name in merged.column_names if name not in common)
+    return merged.select(first + rest)
+
+
+def _only_markers(table: pa.Table) -> bool:
+    """A table of marker rows only (they carry just the columns they need)."""
+    if MARKER_COLUMN not in table.column_names:
+        return False
+    return bool(pc.all(pc.fill_null(table.column(MARKER_COLUMN), False)).as_py())
 
 
 def _replace_marker(connection: str) -> pa.Table:

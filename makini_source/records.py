@@ -460,15 +460,15 @@ class RecordConverter:
 
         Declared columns come in the catalogue's order and exist even while no record carries
         a value (their type is known, and both conversion paths then make the same table);
-        columns the catalogue does not know (custom fields, new fields) follow in the order
-        they first appear.
+        columns the catalogue does not know (custom fields, new fields) follow, sorted by
+        name (so a table's columns do not depend on which connection's page came first).
         """
         rows = len(next(iter(fixed.values())))
         columns: dict[str, pa.Array] = {
             name: values if isinstance(values, pa.Array) else pa.array(values, pa.string())
             for name, values in fixed.items()
         }
-        undeclared = [path for path in flat_columns if path not in plan.types]
+        undeclared = sorted(path for path in flat_columns if path not in plan.types)
         for path, kind in plan.types.items():
             if kind == "object":
                 # an open object: its keys become columns where it stands

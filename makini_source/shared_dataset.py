@@ -21,24 +21,19 @@ state and schema), all into the same dataset. Three things make that safe:
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Callable
 from typing import Any
 
 import dlt
-from dlt.common.destination.client import WithStateSync
-from dlt.common.destination.exceptions import DestinationUndefinedEntity
 from dlt.common.pipeline import LoadInfo
-from dlt.common.schema import Schema
 from dlt.common.schema.utils import new_column, new_table
 from dlt.extract import DltSource
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from makini_source.catalogue import load_catalogue
-from makini_source.exceptions import ConfigurationError
-from makini_source.settings import DEFAULT_CONNECTION_NAME
+from makini_source.pipeline import check_load_info
 
 logger = logging.getLogger("makini_source")
 
@@ -121,14 +116,14 @@ def run_connection(
     run_kwargs.setdefault("loader_file_format", "parquet")
     pipeline = make_pipeline()
     if pipeline.has_pending_data:
-        pipeline.load()  # an interrupted run's packages first
+        check_load_info(pipeline, pipeline.load())  # an interrupted run's packages first
     last_error: PipelineStepFailed | None = None
     for attempt in range(1, attempts + 1):
         source = make_source()
         align_with_destination(pipeline, source)
         try:
             info = pipeline.run(source, **run_kwargs)
-            info.raise_on_failed_jobs()
+            check_load_info(pipeline, info)
             return info
         except PipelineStepFailed as exc:
             if exc.step not in ("sync", "load"):
@@ -141,7 +136,7 @@ def run_connection(
             )
         try:  # a concurrent CREATE/ALTER TABLE: the tables are there now
             info = pipeline.load()
-            info.raise_on_failed_jobs()
+            check_load_info(pipeline, info)
             return info
         except PipelineStepFailed as exc:
             last_error = exc
@@ -155,58 +150,3 @@ def run_connection(
         pipeline.sync_destination()
     assert last_error is not None
     raise last_error
-
-
-# --- shared by the orchestration modules (Airflow DAG, Dagster definitions) ---
-
-
-def configured_tokens() -> dict[str, str]:
-    """Connection name -> token (`sources.makini.connections`, `sources.makini.api_token`)."""
-    tokens: dict[str, str] = {}
-    connections = dlt.secrets.get("sources.makini.connections", dict)
-    if connections:
-        tokens.update({str(name): str(token) for name, token in connections.items()})
-    api_token = dlt.secrets.get("sources.makini.api_token", str)
-    if api_token:
-        tokens.setdefault(DEFAULT_CONNECTION_NAME, str(api_token))
-    return tokens
-
-
-def pipeline_name(connection: str) -> str:
-    """The dlt pipeline (and task group) of one connection: `makini_<connection>`."""
-    return "makini_" + re.sub(r"[^0-9A-Za-z_]", "_", connection)
-
-
-def check_pipeline_names(connections: Any) -> None:
-    """Refuses connection names that would share a pipeline (and so its state)."""
-    seen: dict[str, str] = {}
-    for connection in connections:
-        other = seen.setdefault(pipeline_name(connection), connection)
-        if other != connection:
-            raise ConfigurationError(
-                f"connections {other!r} and {connection!r} map to the same pipeline name "
-                f"{pipeline_name(connection)!r}; rename one"
-            )
-
-
-def seed_shared_schema(pipeline: dlt.Pipeline, source: DltSource) -> None:
-    """Starts `source` from the dataset's newest stored schema of its name, if there is one.
-
-    All connections' pipelines load into one dataset, but dlt restores a pipeline's schema from
-    the destination only once that pipeline has stored state there. Without this, the first
-    run of a new connection would not know the column types other connections already created
-    (a custom field that is an integer in one connection and text in another) and its load
-    would fail; with it, a differing type lands in a variant column, as in a single pipeline.
-    """
-    try:
-        with pipeline.destination_client() as client:
-            if not isinstance(client, WithStateSync):
-                return
-            stored = client.get_stored_schema(source.schema.name)
-    except DestinationUndefinedEntity:
-        return  # nothing loaded into the dataset yet
-    if stored is None:
-        return
-    schema = Schema.from_dict(json.loads(stored.schema))
-    schema.update_schema(source.schema)  # the source's own hints on top, as dlt does
-    source.schema = schema

@@ -247,6 +247,8 @@ def mode_floor(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pipeline(args: dict[str, Any], name: str) -> Any:
+    """The peer's pipeline: DuckDB with DuckDB's and dlt's defaults, as a `rest_api` user has
+    (`--duckdb-memory-limit` applies to it too)."""
     import dlt
     from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
@@ -260,6 +262,19 @@ def _pipeline(args: dict[str, Any], name: str) -> Any:
         dataset_name=DATASET,
         pipelines_dir=str(workdir / "pipelines"),
     )
+
+
+def _makini_pipeline(args: dict[str, Any], name: str) -> Any:
+    """makini's pipeline as `makini-pipeline` builds it (DuckDB memory limit and load jobs)."""
+    from makini_source.pipeline import DUCKDB_MEMORY_LIMIT, make_destination, make_pipeline
+
+    workdir = Path(args["workdir"])
+    destination = make_destination(
+        "duckdb",
+        duckdb_file=workdir / f"{name}.duckdb",
+        duckdb_memory_limit=args.get("duckdb_memory_limit") or DUCKDB_MEMORY_LIMIT,
+    )
+    return make_pipeline(name, destination, DATASET, str(workdir / "pipelines"))
 
 
 def _table_counts(pipeline: Any, tables: list[str]) -> dict[str, int]:
@@ -326,8 +341,9 @@ def mode_peer(args: dict[str, Any]) -> dict[str, Any]:
 def mode_makini(args: dict[str, Any]) -> dict[str, Any]:
     """makini_source into DuckDB (also the incremental and rate-limited runs)."""
     from makini_source import connection_failures, makini_source
+    from makini_source.pipeline import load
 
-    pipeline = _pipeline(args, args.get("pipeline", "bench_makini"))
+    pipeline = _makini_pipeline(args, args.get("pipeline", "bench_makini"))
     source = makini_source(
         base_url=args["url"],
         connections=args["connections"],
@@ -337,7 +353,7 @@ def mode_makini(args: dict[str, Any]) -> dict[str, Any]:
     )
     sampler = RssSampler()
     started = time.perf_counter()
-    pipeline.run(source, loader_file_format="parquet")
+    load(pipeline, source)
     wall = time.perf_counter() - started
     sampler.stop()
     failures = connection_failures(source)
@@ -377,15 +393,11 @@ def child_main(mode: str, args_path: str) -> None:
     print(json.dumps(result), flush=True)
 
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
 def run_child(mode: str, args: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    """Runs one mode in a child process. makini's modes run from the repository root, so
-    they load with the project's `.dlt/config.toml`; the peer runs in the work directory,
-    with dlt's and DuckDB's defaults, as a user of `rest_api` would (the project's 96MB
-    DuckDB limit is tuned for makini_source, and made the peer's nested merge run out of
-    memory)."""
+    """Runs one mode in a child process, in the work directory. makini's modes load as
+    `makini-pipeline` does (`makini_source.pipeline`: DuckDB's 96MB limit, two load jobs); the
+    peer with dlt's and DuckDB's defaults, as a user of `rest_api` would (the 96MB limit is
+    tuned for makini_source, and made the peer's nested merge run out of memory)."""
     args_path = workdir / f"args-{mode}.json"
     args_path.write_text(json.dumps(args))
     env = dict(os.environ, **CHILD_ENV)
@@ -394,7 +406,7 @@ def run_child(mode: str, args: dict[str, Any], workdir: Path) -> dict[str, Any]:
         stdout=subprocess.PIPE,
         text=True,
         env=env,
-        cwd=workdir if mode == "peer" else REPO_ROOT,
+        cwd=workdir,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"mode {mode} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}")
@@ -651,7 +663,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help=(
             "DuckDB memory_limit for the peer and makini loads (e.g. 256MB), replacing the "
-            "global_config of .dlt/config.toml (96MB)"
+            "96MB makini-pipeline sets for makini"
         ),
     )
     parser.add_argument(

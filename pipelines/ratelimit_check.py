@@ -44,6 +44,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--page-size", type=int, default=2, help="records per page (default 2)")
     parser.add_argument("--retry-after-format", choices=("seconds", "http-date"), default="seconds")
     parser.add_argument(
+        "--dialect",
+        choices=("v1", "unified"),
+        default="v1",
+        help="v1 (X-RateLimit-Reset on every answer) or unified (a Unix reset on 429s only)",
+    )
+    parser.add_argument(
         "--max-429", type=int, default=3, help="most 429 answers accepted (default 3)"
     )
     parser.add_argument(
@@ -94,15 +100,17 @@ def main(argv: list[str] | None = None) -> int:
             connections=server.tokens,
             entities=["vendors"],
             page_size=args.page_size,
+            dialect=args.dialect,
         )
         started = time.monotonic()
         pipeline.run(source, loader_file_format="parquet").raise_on_failed_jobs()
         elapsed = time.monotonic() - started
         stats = server.admin.stats()["connections"]["paced"]
         with pipeline.sql_client() as client:
-            rows = client.execute_sql(
+            counted = client.execute_sql(
                 f"SELECT COUNT(*) FROM {client.make_qualified_table_name('vendors')}"
-            )[0][0]
+            )
+            rows = counted[0][0] if counted else 0
     requests = stats["requests"]
     rejected = stats["status"].get("429", 0)
     span = stats["last_request_ts"] - stats["first_request_ts"]

@@ -28,6 +28,7 @@ import pytest
 
 from makini_sandbox import ConnectionConfig, SandboxConfig, SandboxServer
 from makini_source import makini_source
+from makini_source.catalogue import default_entities
 
 # the entities each family serves in the unified dialect (v1 serves all six to everyone)
 FAMILY_ENTITIES = {
@@ -527,11 +528,17 @@ class SqlDataset:
 
 def _rows_by_key(
     table: str, names: list[str], values: Any
-) -> dict[tuple[str, str], dict[str, Any]]:
-    result: dict[tuple[str, str], dict[str, Any]] = {}
+) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Rows by identity: (connection_id, key), or for a child table whose items have no key,
+    (connection_id, parent key, list_position)."""
+    result: dict[tuple[Any, ...], dict[str, Any]] = {}
+    parent = next((n for n in names if n.endswith("_key") and n != "key"), None)
     for row_values in values:
         row = dict(zip(names, row_values))
-        key = (row["connection_id"], row["key"])
+        if "key" in row or "list_position" not in row:
+            key: tuple[Any, ...] = (row["connection_id"], row["key"])
+        else:
+            key = (row["connection_id"], row[parent], row["list_position"])
         assert key not in result, f"duplicate row {key} in {table}"
         result[key] = row
     return result
@@ -683,25 +690,19 @@ def _compare_lines(
     return problems
 
 
-ALL_TABLES = (
-    "purchase_orders",
-    "purchase_order_line_items",
-    "vendors",
-    "materials",
-    "sites",
-    "assets",
-    "work_orders",
-)
+# every table the default entities fill (their own, then their child tables)
+ALL_TABLES = tuple(table for entity in default_entities() for table in entity.tables)
 
 
 def api_counts(sandbox: Sandbox, connection: str) -> dict[str, int]:
-    """Records per table of one connection, read over plain HTTP (tombstones included)."""
+    """Rows per table of one connection as the v1 API lists them now (tombstones included):
+    records per entity, items per child list."""
     counts = {}
-    for entity in ENTITY_PATHS:
-        records = sandbox.records(entity, connection)
-        counts[entity] = len(records)
-        if entity == "purchase_orders":
-            counts["purchase_order_line_items"] = sum(len(r["lineItems"] or []) for r in records)
+    for entity in default_entities():
+        records = sandbox.records(entity.name, connection)
+        counts[entity.table] = len(records)
+        for child in entity.children:
+            counts[child.table] = sum(len(r.get(child.field) or []) for r in records)
     return counts
 
 

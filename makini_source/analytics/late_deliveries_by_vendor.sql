@@ -12,10 +12,10 @@ SELECT po.connection_id,
                   OR (li.delivery_at IS NULL AND li.due_at < CURRENT_TIMESTAMP
                       AND COALESCE(li.received_quantity, 0) < li.quantity)
                 THEN 1 ELSE 0 END) * 1.0 / COUNT(*) AS late_share
-FROM {purchase_orders} po
-JOIN {purchase_order_line_items} li
+FROM purchase_orders po
+JOIN purchase_order_line_items li
   ON li.connection_id = po.connection_id AND li.purchase_order_key = po.key
-LEFT JOIN {vendors} v
+LEFT JOIN vendors v
   ON v.connection_id = po.connection_id AND v.key = po.vendor_key AND v.deleted_at IS NULL
 WHERE po.deleted_at IS NULL
   AND li.deleted_at IS NULL

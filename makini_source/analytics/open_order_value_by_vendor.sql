@@ -7,10 +7,10 @@ SELECT po.connection_id,
        po.currency_key,
        COUNT(DISTINCT po.key) AS open_orders,
        SUM((li.quantity - COALESCE(li.received_quantity, 0)) * li.price) AS open_value
-FROM {purchase_orders} po
-JOIN {purchase_order_line_items} li
+FROM purchase_orders po
+JOIN purchase_order_line_items li
   ON li.connection_id = po.connection_id AND li.purchase_order_key = po.key
-LEFT JOIN {vendors} v
+LEFT JOIN vendors v
   ON v.connection_id = po.connection_id AND v.key = po.vendor_key AND v.deleted_at IS NULL
 WHERE po.deleted_at IS NULL
   AND li.deleted_at IS NULL

@@ -1,0 +1,242 @@
+"""The Makini pipeline, built and run the same way by every entry point.
+
+The command line, the Airflow and Dagster modules and the benchmark build their destination and
+pipeline here, so what changes load safety is set in code rather than in a `.dlt/config.toml`
+that dlt reads from the working directory only:
+
+- DuckDB runs with a 96MB memory limit and two load jobs at a time: dlt loads all seven tables
+  at once and DuckDB's own limit is 80% of RAM, so a first sync of 100,000 POs peaked at
+  700-900 MB resident in the load step; with these settings it stays under 400 MB (measured
+  366-381 MB at 100,000 and 200,000 POs) for about a second more of load time.
+- The DuckDB file defaults to `<pipeline_name>.duckdb` in the working directory, dlt's own
+  default, so `dlt pipeline <name> drop/sync/info` run from the same directory find it.
+- `load` and `run` finish the packages an interrupted run left before extracting, and fail
+  when a load package was aborted or kept failed jobs, naming the package and what to do.
+
+The table shape itself (`_dlt_load_id` on every row) is the source's own doing (`load_id.py`):
+`pipeline.run(makini_source())` in your code makes the same tables.
+
+Usage::
+
+    import dlt
+    from makini_source import makini_source
+    from makini_source.pipeline import run
+
+    pipeline = dlt.pipeline("makini", destination="duckdb", dataset_name="makini_data")
+    run(pipeline, makini_source())  # raises if a connection failed or a package did not load
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import dlt
+from dlt.common.destination.exceptions import UnknownDestinationModule
+from dlt.common.destination.reference import Destination
+from dlt.common.pipeline import LoadInfo, get_dlt_pipelines_dir
+from dlt.common.runtime.collector import NULL_COLLECTOR, Collector
+from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
+from dlt.pipeline.exceptions import PipelineStepFailed
+
+from makini_source.exceptions import ConfigurationError, LoadFailed
+
+DEFAULT_PIPELINE_NAME = "makini"
+DEFAULT_DATASET_NAME = "makini_data"
+LOADER_FILE_FORMAT = "parquet"
+DUCKDB_MEMORY_LIMIT = "96MB"
+DUCKDB_LOAD_JOBS = 2
+
+_T = TypeVar("_T")
+
+
+def duckdb_path(pipeline_name: str, path: str | Path | None = None) -> Path:
+    """The DuckDB file of a pipeline: `path`, or dlt's default `<pipeline_name>.duckdb` in the
+    working directory, made absolute (a relative path would follow later working directories)."""
+    return Path(path or f"{pipeline_name}.duckdb").resolve()
+
+
+def make_destination(
+    name: str = "duckdb",
+    *,
+    pipeline_name: str = DEFAULT_PIPELINE_NAME,
+    duckdb_file: str | Path | None = None,
+    duckdb_memory_limit: str | None = DUCKDB_MEMORY_LIMIT,
+    staging_layout: str | None = None,
+) -> Destination:  # type: ignore[type-arg]
+    """A dlt destination by name; DuckDB with the project's memory limit and load jobs.
+
+    Args:
+        name: Any dlt destination (`duckdb`, `postgres`, `snowflake`, `bigquery`, ...) or a
+            named destination configured with `destination.<name>.destination_type`.
+            Credentials are read the dlt way (`DESTINATION__POSTGRES__CREDENTIALS=...`).
+        pipeline_name: Names the default DuckDB file.
+        duckdb_file: The DuckDB file (default `<pipeline_name>.duckdb` in the working directory).
+        duckdb_memory_limit: DuckDB's `memory_limit`; None leaves DuckDB's default (80% of RAM).
+        staging_layout: The staging dataset layout, e.g. `shared_dataset.staging_layout(name)`
+            for a process that shares the dataset with others.
+
+    Raises:
+        ConfigurationError: `name` is neither a dlt destination nor a configured one.
+    """
+    options: dict[str, Any] = {}
+    if staging_layout:
+        options["staging_dataset_name_layout"] = staging_layout
+    if name == "duckdb":
+        credentials = DuckDbCredentials(
+            str(duckdb_path(pipeline_name, duckdb_file)),
+            global_config={"memory_limit": duckdb_memory_limit} if duckdb_memory_limit else None,
+        )
+        return dlt.destinations.duckdb(
+            credentials, max_parallel_load_jobs=DUCKDB_LOAD_JOBS, **options
+        )
+    try:
+        destination = Destination.from_reference(name, **options)
+    except UnknownDestinationModule:
+        destination = None
+    if destination is None:
+        known = [d for d in dlt.destinations.__all__ if d != "destination"]
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigurationError(
+            f"destination {name!r} is not a dlt destination; {hint}expected one of "
+            f"{', '.join(sorted(known))}, or a named destination configured with "
+            f"destination.{name}.destination_type"
+        )
+    return destination
+
+
+def make_pipeline(
+    pipeline_name: str = DEFAULT_PIPELINE_NAME,
+    destination: Any = None,
+    dataset_name: str = DEFAULT_DATASET_NAME,
+    pipelines_dir: str | None = None,
+    progress: Collector | None = None,
+) -> dlt.Pipeline:
+    """A dlt pipeline; `destination` defaults to `make_destination()` (DuckDB)."""
+    return dlt.pipeline(
+        pipeline_name=pipeline_name,
+        destination=destination or make_destination(pipeline_name=pipeline_name),
+        dataset_name=dataset_name,
+        pipelines_dir=pipelines_dir,  # type: ignore[arg-type]  # None: dlt's default
+        progress=progress or NULL_COLLECTOR,
+    )
+
+
+def load(pipeline: dlt.Pipeline, source: Any, **run_kwargs: Any) -> LoadInfo:
+    """Runs `source` through `pipeline` (parquet files), after finishing the load packages an
+    interrupted run left (`pipeline.run` would load only those and skip the source).
+
+    Returns:
+        The load info of this run's package.
+
+    Raises:
+        LoadFailed: A package was aborted, kept failed jobs or could not be loaded.
+        PipelineStepFailed: Extracting or normalizing failed (the cause in `.exception`).
+    """
+    run_kwargs.setdefault("loader_file_format", LOADER_FILE_FORMAT)
+    if pipeline.has_pending_data:
+        check_load_info(pipeline, _load_step(pipeline, pipeline.run))
+    info = _load_step(pipeline, lambda: pipeline.run(source, **run_kwargs))
+    check_load_info(pipeline, info)
+    return info
+
+
+def run(pipeline: dlt.Pipeline, source: Any, **run_kwargs: Any) -> LoadInfo:
+    """`load`, then raises `ConnectionsFailed` if a connection failed (the others are loaded).
+
+    The one call a script needs to exit non-zero whenever something was not loaded.
+    """
+    from makini_source import raise_on_connection_failures  # the package imports this module
+
+    info = load(pipeline, source, **run_kwargs)
+    raise_on_connection_failures(source)
+    return info
+
+
+def check_load_info(pipeline: dlt.Pipeline, info: LoadInfo | None) -> None:
+    """Raises `LoadFailed` if a package of `info` was aborted or has failed jobs."""
+    for package in info.load_packages if info else ():
+        failed = package.jobs.get("failed_jobs", [])
+        name = pipeline.pipeline_name
+        if package.state == "aborted":
+            # dlt restored the state of before the package: the next run reads its records again
+            cause = f": {_job_failure(failed[0])}" if failed else ""
+            message = (
+                f"load package {package.load_id} of pipeline {name!r} was aborted{cause}. Its "
+                "rows were not loaded; the incremental state is that of before it, so fix the "
+                "cause and run again to read them again."
+            )
+        elif failed:
+            # the package completed (load.raise_on_failed_jobs = false): the state moved on
+            tables = sorted({job.job_file_info.table_name for job in failed})
+            resources = sorted(
+                {pipeline.default_schema.tables.get(t, {}).get("resource") or t for t in tables}
+            )
+            message = (
+                f"load package {package.load_id} of pipeline {name!r} has {len(failed)} failed "
+                f"job(s) ({_job_failure(failed[0])}): their rows were not loaded, and the "
+                "incremental state moved on. Fix the cause, then reload with "
+                f"`{_dlt_command(pipeline)} drop {' '.join(resources)}` and run again."
+            )
+        else:
+            continue
+        raise LoadFailed(message, pipeline_name=name, load_id=package.load_id)
+
+
+def _job_failure(job: Any) -> str:
+    return f"table {job.job_file_info.table_name}: {_last_line(job.failed_message)}"
+
+
+def _dlt_command(pipeline: dlt.Pipeline) -> str:
+    """`dlt pipeline <name>` as the user types it for this pipeline."""
+    if Path(pipeline.pipelines_dir) == Path(get_dlt_pipelines_dir()):
+        return f"dlt pipeline {pipeline.pipeline_name}"
+    return f"dlt pipeline --pipelines-dir {pipeline.pipelines_dir} {pipeline.pipeline_name}"
+
+
+def _load_step(pipeline: dlt.Pipeline, step: Callable[[], _T]) -> _T:
+    try:
+        return step()
+    except PipelineStepFailed as exc:
+        if exc.step != "load":
+            raise
+        name = pipeline.pipeline_name
+        if pipeline.has_pending_data:
+            advice = (
+                "The package stays pending: fix the cause and run again (it is loaded first), "
+                f"or discard it with `{_dlt_command(pipeline)} abort-packages` and run again to "
+                "read its records again."
+            )
+        else:  # aborted (load.auto_abort_on_terminal_error): the state is that of before it
+            advice = (
+                "The package was aborted and the incremental state is that of before it: fix "
+                "the cause and run again to read its records again."
+            )
+        raise LoadFailed(
+            f"loading package {exc.load_id} of pipeline {name!r} failed: "
+            f"{_innermost(exc.exception)}. {advice}",
+            pipeline_name=name,
+            load_id=exc.load_id,
+        ) from exc
+
+
+def _innermost(exc: BaseException) -> str:
+    """What went wrong, in one line: the failed job's table and the database's own message."""
+    job_id, message = getattr(exc, "job_id", None), getattr(exc, "failed_message", None)
+    if job_id and message:
+        return f"table {str(job_id).split('.', 1)[0]}: {_last_line(message)}"
+    while exc.__cause__ is not None and exc.__cause__ is not exc:
+        exc = exc.__cause__
+    text = str(exc).strip()
+    return _last_line(text.split("\n", 1)[0] if text else repr(exc))
+
+
+def _last_line(text: str | None, limit: int = 300) -> str:
+    """The last line of a message or traceback, without the exception's module path."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    line = re.sub(r"^[\w.]+\.(\w+(Error|Exception)): ", "", lines[-1]) if lines else "no message"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
