@@ -20,6 +20,7 @@ import httpx
 import orjson
 from typing_extensions import Self
 
+from makini_source import jsonbody
 from makini_source.exceptions import (
     BadRequestError,
     ConfigurationError,
@@ -35,7 +36,7 @@ from makini_source.exceptions import (
     WaitTooLongError,
 )
 from makini_source.ratelimit import RateLimiter
-from makini_source.redact import register_secret, server_text
+from makini_source.redact import register_secret, scrub_logs, server_text
 
 logger = logging.getLogger("makini_source")
 
@@ -58,9 +59,12 @@ class RetryPolicy:
             trickles its answer byte by byte is cut off); retried as transient.
         max_response_bytes: Largest answer read; a bigger one is cut off and retried.
         max_wait_seconds: Longest wait the server may ask for (`Retry-After`, a rate-limit
-            hold); a longer one fails the connection at once, naming the wait.
-        min_wait_seconds: Shortest wait before a retry: a `Retry-After` of 0, negative or in
-            the past is raised to it (a struggling server is not hammered).
+            hold announced by `X-RateLimit-Remaining: 0` and `X-RateLimit-Reset`); a longer one
+            fails the connection at once, naming the wait, instead of sleeping for it.
+        min_wait_seconds: Shortest wait before a retry the server asked for: a smaller
+            positive `Retry-After` is raised to it. A `Retry-After` of 0, negative or in the
+            past says nothing usable: the retry backs off as if there were none (a struggling
+            server is not hammered).
     """
 
     max_attempts: int = 8
@@ -107,14 +111,13 @@ class Response:
         """The body as JSON.
 
         Raises:
-            ContractViolationError: The body is not JSON.
+            ContractViolationError: The body is not strict JSON (a complete body: never retried).
         """
         try:
-            return orjson.loads(self.body)
-        except orjson.JSONDecodeError:
+            return jsonbody.loads(self.body)
+        except jsonbody.InvalidJSON as exc:
             raise ContractViolationError(
-                f"{self.status} answer is not valid JSON ({self.headers.get('content-type')}, "
-                f"{len(self.body)} bytes)",
+                f"{self.status} answer ({self.headers.get('content-type')}) is {exc}",
                 connection=connection,
                 entity=entity,
                 status=self.status,
@@ -208,13 +211,28 @@ def check_base_url(base_url: str, allow_insecure_http: bool = False) -> str:
 
 @dataclass
 class ClientStats:
-    """Counters of one client, for progress and summaries."""
+    """Counters of one client, for progress and summaries.
+
+    Attributes:
+        requests: Requests sent, retries included.
+        retries: Requests that were retries of a failed one.
+        rate_limited: 429 answers.
+        throttle_seconds: Time waited because the server said so: pacing and holds from the
+            rate-limit headers, and the `Retry-After` of 429s and 503s.
+        backoff_seconds: Time waited before retries of our own choosing (exponential backoff).
+        waiting_until: While a request waits to go: until when (`time.monotonic()`); else 0.
+    """
 
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0
     throttle_seconds: float = 0.0
     backoff_seconds: float = 0.0
+    waiting_until: float = 0.0
+
+    def waiting_seconds(self) -> float:
+        """How much longer the current wait lasts (0 when no request is waiting)."""
+        return max(0.0, self.waiting_until - time.monotonic())
 
 
 class _Auth(httpx.Auth):
@@ -270,6 +288,10 @@ class MakiniClient:
         self._rng = random.Random()
         self._auth = _Auth(token)
         self._answered = False  # whether the server ever answered this client
+        # a rate-limit hold over max_wait_seconds announced by an answer (which one, for the
+        # error the next request raises instead of sleeping)
+        self._announced_hold: dict[str, Any] | None = None
+        scrub_logs()
         self._http = httpx.Client(
             base_url=self.base_url,
             auth=self._auth,
@@ -326,29 +348,35 @@ class MakiniClient:
         started = time.monotonic()
         attempt = 0
         renewed = False
+        backoff = 0.0  # the backoff the next attempt waits first (counted apart from throttling)
         while True:
             attempt += 1
             try:
-                return self._send_once(method, path, params, body, entity)
+                return self._send_once(method, path, params, body, entity, backoff)
             except ReauthorizationRequired as exc:
                 refused = self._auth.source.token()
                 if renewed or not self._auth.source.renew(refused):
                     raise
                 renewed = True
+                backoff = 0.0
                 logger.info("%s: token refused, minted a new one: %s", self.connection, exc)
             except RetriableAPIError as exc:
                 elapsed = time.monotonic() - started
                 if isinstance(exc, RateLimitError):
                     self.stats.rate_limited += 1
-                if exc.retry_after is not None:
+                server_asked = exc.retry_after is not None and exc.retry_after > 0
+                if server_asked:
+                    assert exc.retry_after is not None
                     if exc.retry_after > self.retry.max_wait_seconds:
                         raise WaitTooLongError(
-                            f"{exc.message}; the server asks to wait {exc.retry_after:.0f}s, "
-                            f"more than max_wait_seconds={self.retry.max_wait_seconds:.0f}",
+                            f"{exc.message}; the server asks to wait {exc.retry_after:,.0f}s "
+                            "(Retry-After), more than max_wait_seconds="
+                            f"{self.retry.max_wait_seconds:g}",
                             **exc._context_without("retry_after"),
                         ) from None
                     delay = max(exc.retry_after, self.retry.min_wait_seconds)
                 else:
+                    # no Retry-After, or one of 0, negative or in the past: back off
                     delay = self.retry.backoff(attempt, self._rng)
                 if isinstance(exc, UnreachableError) and not self._answered:
                     raise  # never reached the server this run: a wrong host or port
@@ -362,19 +390,27 @@ class MakiniClient:
                     ) from None
                 self.stats.retries += 1
                 logger.warning("%s; retry %d in %.2fs", exc, attempt, delay)
-                if isinstance(exc, RateLimitError):
+                if server_asked:
                     # the limiter holds this connection's next request exactly as asked
-                    self.limiter.pause(delay, rate_limited=True)
+                    self.limiter.pause(delay, rate_limited=isinstance(exc, RateLimitError))
+                    backoff = 0.0
                 else:
                     self.stats.backoff_seconds += delay
                     self.limiter.pause(delay)
+                    backoff = delay
 
     def _send_once(
-        self, method: str, path: str, params: Mapping[str, Any], body: Any, entity: str
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any],
+        body: Any,
+        entity: str,
+        backoff: float = 0.0,
     ) -> Response:
-        self.stats.throttle_seconds += self.limiter.acquire()
         url = _describe(method, path, params)
         context: dict[str, Any] = {"connection": self.connection, "entity": entity, "url": url}
+        self._wait_for_turn(context, backoff)
         self.stats.requests += 1
         sent_at = self.limiter.now()
         deadline = time.monotonic() + self.retry.deadline_seconds
@@ -405,15 +441,65 @@ class MakiniClient:
             ) from None
         try:
             self._answered = True
-            self.limiter.observe(response.headers, sent_at=sent_at)
             request_id = response.headers.get("x-request-id")
             context.update(status=response.status_code, request_id=request_id)
+            self.limiter.observe(response.headers, sent_at=sent_at)
+            self._note_hold(response.headers, context)
             content = self._read_body(response, deadline, context)
         finally:
             response.close()
         if 200 <= response.status_code < 300:
             return Response(response.status_code, content, response.headers, request_id, url)
         raise self._error(response, content, context)
+
+    def _wait_for_turn(self, context: dict[str, Any], backoff: float) -> None:
+        """Waits until the limiter lets the next request go, or fails at once when a hold
+        announced by the server lasts longer than `max_wait_seconds`.
+
+        Args:
+            context: The request's context (for the error).
+            backoff: The part of the wait that is our own backoff (not throttling).
+
+        Raises:
+            WaitTooLongError: The server's rate-limit headers hold the next request too long.
+        """
+        hold = self.limiter.hold()
+        announced = self._announced_hold
+        if announced is not None and hold > self.retry.max_wait_seconds:
+            raise WaitTooLongError(
+                f"the server's rate limit holds the next request for {hold:,.0f}s "
+                f"({announced['headers']} on the answer to {announced['url']}), more than "
+                f"max_wait_seconds={self.retry.max_wait_seconds:g}; stopped instead of waiting",
+                connection=self.connection,
+                entity=context["entity"],
+                status=announced["status"],
+                request_id=announced["request_id"],
+                url=context["url"],
+            )
+        self._announced_hold = None
+        self.stats.waiting_until = time.monotonic() + hold if hold > 0 else 0.0
+        try:
+            waited = self.limiter.acquire()
+        finally:
+            self.stats.waiting_until = 0.0
+        self.stats.throttle_seconds += max(0.0, waited - backoff)
+
+    def _note_hold(self, headers: httpx.Headers, context: dict[str, Any]) -> None:
+        """Remembers an answer whose rate-limit headers hold the next request longer than
+        allowed: the next request fails naming it (this answer's data is still used)."""
+        if self.limiter.hold() <= self.retry.max_wait_seconds:
+            return
+        shown = ", ".join(
+            f"{name}: {server_text(headers[name], 40)}"
+            for name in ("x-ratelimit-remaining", "x-ratelimit-reset")
+            if name in headers
+        )
+        self._announced_hold = {
+            "headers": shown or "rate-limit headers",
+            "url": context["url"],
+            "status": context.get("status"),
+            "request_id": context.get("request_id"),
+        }
 
     def _read_body(
         self, response: httpx.Response, deadline: float, context: dict[str, Any]

@@ -23,7 +23,7 @@ itself: method, path and page), and never a token: every message passes `redact.
 
 from __future__ import annotations
 
-from makini_source.redact import scrub
+from makini_source.redact import neutralize, scrub
 
 
 class MakiniError(Exception):
@@ -67,13 +67,15 @@ class _ContextError(MakiniError):
         request_id: str | None = None,
         url: str | None = None,
     ) -> None:
-        self.message = scrub(message)
+        # whatever a server sent (messages, request ids, codes, record values) is shown with
+        # secrets scrubbed and control characters escaped
+        self.message = neutralize(scrub(message))
         self.connection = connection
         self.entity = entity
         self.status = status
-        self.code = code
-        self.request_id = scrub(request_id) if request_id else request_id
-        self.url = url
+        self.code = neutralize(scrub(code)) if code else code
+        self.request_id = neutralize(scrub(request_id)) if request_id else request_id
+        self.url = neutralize(scrub(url)) if url else url
         super().__init__(self._render())
 
     def _render(self) -> str:

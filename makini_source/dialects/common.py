@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import orjson
-
 from makini_source.catalogue import Entity
 from makini_source.client import MakiniClient, Response
 from makini_source.columnar import DecodedPage, NotAListAnswer, PageDecoder, read_json_page
 from makini_source.exceptions import ConfigurationError, ContractViolationError
+from makini_source.jsonbody import InvalidJSON
 from makini_source.window import format_timestamp
 
 
@@ -41,10 +40,9 @@ def decode_page(
         return decode(response.body) if decode is not None else read_json_page(response.body)
     except NotAListAnswer as exc:
         raise contract_error(str(exc), client, response, entity.name, "data") from None
-    except (orjson.JSONDecodeError, ValueError, UnicodeDecodeError) as exc:
+    except InvalidJSON as exc:
         raise contract_error(
-            f"{response.status} answer is not valid JSON ({response.headers.get('content-type')}"
-            f", {len(response.body)} bytes: {exc})",
+            f"{response.status} answer ({response.headers.get('content-type')}) is {exc}",
             client,
             response,
             entity.name,
