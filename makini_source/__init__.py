@@ -44,7 +44,12 @@ from makini_source.exceptions import (
 )
 from makini_source.load_id import stamp_load_id
 from makini_source.reading import EntityRead, ReadOptions
-from makini_source.settings import DEFAULT_BASE_URL, DEFAULT_CONNECTION_NAME
+from makini_source.settings import (
+    DEFAULT_BASE_URL,
+    DEFAULT_CONNECTION_NAME,
+    MAX_COLUMNS_PER_TABLE,
+    MAX_EMPTY_PAGES,
+)
 from makini_source.window import format_timestamp, to_datetime
 
 __all__ = [
@@ -80,10 +85,14 @@ def makini_source(
     max_attempts: int = 8,
     max_elapsed_seconds: float = 300.0,
     backoff_base_seconds: float = 0.5,
+    backoff_max_seconds: float = 30.0,
     timeout_seconds: float = 60.0,
     deadline_seconds: float = 180.0,
     max_response_bytes: int = 256 * 1024 * 1024,
     max_wait_seconds: float = 300.0,
+    min_wait_seconds: float = 0.2,
+    max_empty_pages: int = MAX_EMPTY_PAGES,
+    max_columns_per_table: int = MAX_COLUMNS_PER_TABLE,
     on_permission_denied: str = "skip",
     max_slices: int = 2,
     stop_at_sync_point: bool = False,
@@ -114,11 +123,20 @@ def makini_source(
         max_attempts: Attempts per request for transient failures (429, 5xx, timeouts).
         max_elapsed_seconds: Time budget of one request's retries.
         backoff_base_seconds: First backoff of the exponential, jittered retry schedule.
+        backoff_max_seconds: Longest single backoff.
         timeout_seconds: Longest silence while a request waits for bytes.
-        deadline_seconds: Wall-clock limit of one request, body included.
-        max_response_bytes: Largest answer read.
-        max_wait_seconds: Longest wait a server may ask for (`Retry-After`, rate-limit hold);
-            a longer one fails the connection at once.
+        deadline_seconds: Wall-clock limit of one request, body included (a trickling answer
+            is cut off and retried).
+        max_response_bytes: Largest answer read (a bigger one is cut off and retried).
+        max_wait_seconds: Longest wait a server may ask for (`Retry-After`, a rate-limit hold
+            from `X-RateLimit-Remaining: 0` and `X-RateLimit-Reset`); a longer one fails the
+            connection at once, naming the wait.
+        min_wait_seconds: Shortest wait before a retry the server asked for (a smaller
+            `Retry-After` is raised to it; one of 0, negative or past backs off instead).
+        max_empty_pages: Empty pages in a row (each promising more) after which a listing is
+            taken for endless: its connection fails.
+        max_columns_per_table: Columns a table may have (custom fields of every connection
+            share a table); a connection whose records would exceed it fails before the load.
         on_permission_denied: `skip` (warn and skip the entity for that connection) or `fail`.
         max_slices: A first sync (or backfill) of an entity with many records reads its
             window in up to this many time slices at once; 1 reads one listing.
@@ -156,6 +174,13 @@ def makini_source(
         raise ConfigurationError("page_size must be at least 1")
     if max_slices < 1:
         raise ConfigurationError("max_slices must be at least 1")
+    for setting, value, least in (
+        ("max_empty_pages", max_empty_pages, 1),
+        ("max_columns_per_table", max_columns_per_table, 10),
+        ("max_response_bytes", max_response_bytes, 1),
+    ):
+        if value < least:
+            raise ConfigurationError(f"{setting} must be at least {least}, got {value}")
     if transport is not None and not isinstance(transport, httpx.BaseTransport):
         raise ConfigurationError("transport must be an httpx.BaseTransport")
 
@@ -163,10 +188,12 @@ def makini_source(
         max_attempts=max_attempts,
         max_elapsed_seconds=max_elapsed_seconds,
         backoff_base_seconds=backoff_base_seconds,
+        backoff_max_seconds=backoff_max_seconds,
         timeout_seconds=timeout_seconds,
         deadline_seconds=deadline_seconds,
         max_response_bytes=max_response_bytes,
         max_wait_seconds=max_wait_seconds,
+        min_wait_seconds=min_wait_seconds,
     )
     open_connections = [
         Connection(
@@ -193,6 +220,8 @@ def makini_source(
         max_slices=max_slices,
         stop_at_sync_point=stop_at_sync_point,
         lookback_seconds=lookback_seconds,
+        max_columns_per_table=max_columns_per_table,
+        max_empty_pages=max_empty_pages,
     )
     return [_entity_resource(entity, open_connections, options) for entity in selected]
 

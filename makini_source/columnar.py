@@ -289,11 +289,16 @@ def nest_fields(records: pa.StructArray, known: frozenset[str], into: str) -> pa
 
 
 def flatten(
-    records: pa.StructArray, skip: Sequence[str] = (), prefix: Path = ()
+    records: pa.StructArray,
+    skip: Sequence[str] = (),
+    prefix: Path = (),
+    leaves: frozenset[Path] = frozenset(),
 ) -> dict[Path, pa.Array]:
     """Flattens nested objects into one column per path, as the exact path does.
 
-    A row whose object is null has nulls in every column below it. Lists stay whole.
+    A row whose object is null has nulls in every column below it. Lists stay whole. An
+    object at a path in `leaves` (a declared value, e.g. `deletedAt`) declines: the exact
+    path keeps it whole or refuses it.
     """
     columns: dict[Path, pa.Array] = {}
     children = records.flatten()  # merges the struct's own nulls into its children
@@ -302,9 +307,11 @@ def flatten(
             continue
         path = prefix + (field.name,)
         if pa.types.is_struct(field.type):
+            if path in leaves:
+                raise Declined(f"an object at {'.'.join(path)}")
             if field.type.num_fields == 0:
                 continue  # `{}` everywhere: no column, as on the exact path
-            columns.update(flatten(child, (), path))
+            columns.update(flatten(child, (), path, leaves))
         else:
             columns[path] = child
     return columns

@@ -18,7 +18,8 @@ itself: method, path and page), and never a token: every message passes `redact.
     │       ├── PermissionDeniedError 403: the account may not read this entity
     │       ├── NotFoundError         404: unknown path (or a record that no longer exists)
     │       └── WaitTooLongError      the server asked for a wait longer than allowed
-    └── ContractViolationError        a 200 answer that breaks the contract (bad record, body or cursor)
+    ├── ContractViolationError        a 200 answer that breaks the contract (bad record, body or cursor)
+    └── TooManyColumnsError           a connection's records would give a table too many columns
 """
 
 from __future__ import annotations
@@ -190,22 +191,34 @@ class ContractViolationError(_ContextError):
         return (_rebuild, (type(self), self.bare_message, self._context()))
 
 
+class TooManyColumnsError(_ContextError):
+    """A connection's records (their custom fields, usually) would give a table more columns
+    than `max_columns_per_table`: the connection stops before the destination is asked to
+    take them (a table too wide for it would fail the load of every connection)."""
+
+
 class LoadFailed(MakiniError):
     """A load package was aborted, kept failed jobs or could not be loaded.
 
     Attributes:
         pipeline_name: The dlt pipeline.
         load_id: The package; `dlt pipeline <name> load-package <load_id>` shows it.
+        aborted: The package is gone (the state rewound to before it): nothing is pending.
     """
 
-    def __init__(self, message: str, *, pipeline_name: str, load_id: str | None) -> None:
+    def __init__(
+        self, message: str, *, pipeline_name: str, load_id: str | None, aborted: bool = False
+    ) -> None:
         self.pipeline_name = pipeline_name
         self.load_id = load_id
+        self.aborted = aborted
         super().__init__(message)
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (_rebuild_load_failed, (str(self), self.pipeline_name, self.load_id))
+        return (_rebuild_load_failed, (str(self), self.pipeline_name, self.load_id, self.aborted))
 
 
-def _rebuild_load_failed(message: str, pipeline_name: str, load_id: str | None) -> LoadFailed:
-    return LoadFailed(message, pipeline_name=pipeline_name, load_id=load_id)
+def _rebuild_load_failed(
+    message: str, pipeline_name: str, load_id: str | None, aborted: bool = False
+) -> LoadFailed:
+    return LoadFailed(message, pipeline_name=pipeline_name, load_id=load_id, aborted=aborted)

@@ -21,7 +21,7 @@ from typing import Any
 import dlt
 
 from makini_source.catalogue import Child, Entity
-from makini_source.settings import CONNECTION_COLUMN, MARKER_COLUMN
+from makini_source.settings import CONNECTION_COLUMN, CUSTOM_FIELD_COLUMNS_TABLE, MARKER_COLUMN
 
 
 def _not_null_text() -> dict[str, Any]:
@@ -99,5 +99,21 @@ def child_hints(entity: Entity, child: Child) -> Any:
         },
         primary_key=(CONNECTION_COLUMN, child.parent_key_column, child.identity_column),
         columns=columns,
+        file_format="parquet",
+    )
+
+
+def custom_field_columns_hints() -> Any:
+    """Hints of the table that says which column each custom field landed in, per connection:
+    one row per (connection, table, custom field name), replaced when seen again."""
+    return dlt.mark.make_hints(
+        table_name=CUSTOM_FIELD_COLUMNS_TABLE,
+        write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+        primary_key=(CONNECTION_COLUMN, "table_name", "name"),
+        columns={
+            CONNECTION_COLUMN: _not_null_text(),
+            "table_name": _not_null_text(),
+            "name": _not_null_text(),
+        },
         file_format="parquet",
     )

@@ -71,11 +71,12 @@ def describe_error(body: bytes, exc: Exception) -> str:
     """Where and why a body does not parse, with the bytes around that place (secrets
     scrubbed, control characters escaped)."""
     position = getattr(exc, "pos", None)
-    if not isinstance(position, int):
-        position = getattr(exc, "start", None)
     reason = str(getattr(exc, "msg", None) or exc).split(":", 1)[0]
     if not isinstance(position, int):
         return f"not valid JSON ({server_text(reason)}, {len(body):,} bytes)"
+    # the parser counts characters; the bytes before them may hold multi-byte ones
+    text = body.decode("utf-8", errors="surrogateescape")
+    position = len(text[:position].encode("utf-8", errors="surrogateescape"))
     window = body[max(0, position - _CONTEXT_BYTES) : position + _CONTEXT_BYTES]
     near = server_text(window.decode("utf-8", errors="backslashreplace"), limit=3 * _CONTEXT_BYTES)
     if _NON_FINITE.match(b"," + body[position : position + 9].lstrip(b"-")):

@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from makini_source.redact import shown
+from makini_source.settings import MAX_EMPTY_PAGES
 from makini_source.window import to_datetime
 
 
@@ -38,7 +40,7 @@ class CursorPaginator:
     """
 
     def __init__(
-        self, first_params: Mapping[str, Any], limit: int, max_empty_pages: int = 1_000
+        self, first_params: Mapping[str, Any], limit: int, max_empty_pages: int = MAX_EMPTY_PAGES
     ) -> None:
         self._first_params = dict(first_params)
         self._limit = limit
@@ -71,7 +73,9 @@ class CursorPaginator:
             self.has_next = False
             return
         if not isinstance(next_cursor, str) or not next_cursor:
-            raise ValueError(f"next_cursor must be a non-empty string or null, got {next_cursor!r}")
+            raise ValueError(
+                f"next_cursor must be a non-empty string or null, got {shown(next_cursor)}"
+            )
         if next_cursor in self._seen:
             raise ValueError(
                 "next_cursor repeats a cursor already followed; the listing would loop"
@@ -79,8 +83,8 @@ class CursorPaginator:
         self._empty_in_a_row = 0 if records else self._empty_in_a_row + 1
         if self._empty_in_a_row >= self._max_empty:
             raise ValueError(
-                f"{self._empty_in_a_row} empty pages in a row, each with a new next_cursor; "
-                "stopped (the listing looks endless)"
+                f"{self._empty_in_a_row} empty pages in a row, each with a new next_cursor: "
+                f"the listing looks endless; stopped at max_empty_pages={self._max_empty}"
             )
         self._seen.add(next_cursor)
         self.cursor = next_cursor
@@ -249,7 +253,9 @@ class KeysetWalk:
         try:
             order = time_order(time)
         except Exception as exc:
-            raise ValueError(f"{self._field} {time!r} of {key!r} is not a timestamp") from exc
+            raise ValueError(
+                f"{self._field} {shown(time)} of {shown(key)} is not a timestamp"
+            ) from exc
         return time, order, key
 
     def _is_new(self, text: str, order: tuple[Any, int], key: str) -> bool:

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from makini_source.catalogue import Entity
 from makini_source.columnar import PageDecoder
+from makini_source.columns import ColumnNames, assigned_state
 from makini_source.connection import Connection
 from makini_source.deletes import DeleteFinder, Destination, Found
 from makini_source.dialects.base import Dialect, Page
@@ -36,9 +37,15 @@ from makini_source.exceptions import (
     MakiniAPIError,
     MakiniError,
     PermissionDeniedError,
+    TooManyColumnsError,
 )
 from makini_source.fanin import Failure, FanIn, Finished, Item
-from makini_source.hints import child_hints, main_hints, replaced_per_connection
+from makini_source.hints import (
+    child_hints,
+    custom_field_columns_hints,
+    main_hints,
+    replaced_per_connection,
+)
 from makini_source.memory import release_unused_memory
 from makini_source.records import (
     PageBatcher,
@@ -47,12 +54,16 @@ from makini_source.records import (
     SupersededChildren,
     settle_batch_types,
 )
+from makini_source.redact import server_text
 from makini_source.settings import (
     BATCH_ROWS,
     CONNECTION_COLUMN,
     CONVERT_BATCH_RECORDS,
+    CUSTOM_FIELD_COLUMNS_TABLE,
     MARKER_COLUMN,
+    MAX_COLUMNS_PER_TABLE,
     MAX_CONCURRENT_LISTINGS,
+    MAX_EMPTY_PAGES,
     PAGES_AHEAD,
     SLICE_MIN_RECORDS,
 )
@@ -73,6 +84,14 @@ class ReadOptions:
     max_slices: int = 2
     stop_at_sync_point: bool = False
     lookback_seconds: float | None = None
+    max_columns_per_table: int = MAX_COLUMNS_PER_TABLE
+    max_empty_pages: int = MAX_EMPTY_PAGES
+
+
+# columns dlt adds to every table besides the source's own
+_DLT_COLUMNS = frozenset({"_dlt_id", "_dlt_load_id"})
+# errors a page's data can raise while it is converted: they fail its connection only
+_DATA_ERRORS = (ValueError, TypeError, ArithmeticError)
 
 
 @dataclass
@@ -124,8 +143,12 @@ class EntityRead:
         # one type per inferred column for every connection's pages (custom fields differ per
         # connection): the first page converted settles it, see RecordConverter
         self._settled: dict[tuple[str, str], pa.DataType] = {}
+        # one column per field in every table, whichever connection sends it (columns.py)
+        self._column_names = ColumnNames(assigned_state(state))
+        self._columns: dict[str, set[str]] = {}  # each table's columns: the schema's, this run's
         self._hints = {entity.table: main_hints(entity, options.hard_delete)}
         self._hints.update({child.table: child_hints(entity, child) for child in entity.children})
+        self._hints[CUSTOM_FIELD_COLUMNS_TABLE] = custom_field_columns_hints()
         try:
             self._pipeline: Any = dlt.current.pipeline()
         except Exception:  # noqa: BLE001 - extracted without a pipeline: deletes cannot be found
@@ -152,8 +175,19 @@ class EntityRead:
                         self._failed(read, event.error, fanin)
                     elif isinstance(event, Finished):
                         self._finish(read, fanin)
-                except (MakiniAPIError, ContractViolationError) as exc:
+                except (MakiniAPIError, ContractViolationError, TooManyColumnsError) as exc:
                     self._failed(read, exc, fanin)  # a page that does not convert
+                except _DATA_ERRORS as exc:
+                    # data this source did not foresee: its connection fails, named, and the
+                    # others go on
+                    logger.debug("converting %s failed", read.connection.name, exc_info=True)
+                    error = ContractViolationError(
+                        f"a page could not be converted ({type(exc).__name__}: "
+                        f"{server_text(str(exc), 200)})",
+                        connection=read.connection.name,
+                        entity=self.entity.name,
+                    )
+                    self._failed(read, error, fanin)
                 for tables in read.tables:
                     batch.add(tables, read.connection, self.entity)
                 read.tables.clear()
@@ -208,7 +242,14 @@ class EntityRead:
         self, dialect: Dialect, connection: Connection, window: Window, page_size: int
     ) -> Iterator[Page]:
         decode = PageDecoder(self.entity)
-        return dialect.pages(connection.client, self.entity, window, page_size, decode)
+        return dialect.pages(
+            connection.client,
+            self.entity,
+            window,
+            page_size,
+            decode,
+            max_empty_pages=self.options.max_empty_pages,
+        )
 
     def _slices(self, dialect: Dialect, connection: Connection, window: Window) -> list[Window]:
         """The window, or its time slices when the listing is long enough to read them at once.
@@ -242,6 +283,7 @@ class EntityRead:
             custom_fields_at_top_level=False,  # set when the dialect is known
             known_types=self._known_types,
             settled_types=self._settled,
+            column_names=self._column_names,
         )
         return _ConnectionRead(
             connection,
@@ -275,11 +317,73 @@ class EntityRead:
         self._collect(read, read.batcher.add(value.decoded, value.request_id))
 
     def _collect(self, read: _ConnectionRead, converted: list[PageTables]) -> None:
+        converter = read.converter
+        for note in converter.notes:
+            read.connection.note(note)
+        converter.notes.clear()
+        for tables in converted:
+            self._check_columns(read, tables)
+        if converter.new_custom_columns:
+            read.tables.append(PageTables(None, {CUSTOM_FIELD_COLUMNS_TABLE: self._mapping(read)}))
         for tables in converted:
             read.superseded.observe(tables)
             if tables.main is not None:
                 read.keys.append(tables.main.column("key").combine_chunks())
             read.tables.append(tables)
+
+    def _check_columns(self, read: _ConnectionRead, tables: PageTables) -> None:
+        """Keeps every table within `max_columns_per_table`, failing the connection whose
+        records would take one past it (before the destination is asked to take them).
+
+        Raises:
+            TooManyColumnsError: This connection's tables would have too many columns.
+        """
+        limit = self.options.max_columns_per_table
+        pieces = [(self.entity.table, tables.main), *tables.children.items()]
+        added: dict[str, list[str]] = {}
+        for name, table in pieces:
+            if table is None:
+                continue
+            known = self._columns_of(name)
+            new = [column for column in table.column_names if column not in known]
+            if new and len(known) + len(new) > limit:
+                raise TooManyColumnsError(
+                    f"table {name} would have {len(known) + len(new):,} columns, more than "
+                    f"max_columns_per_table={limit:,}: this connection's records bring "
+                    f"{len(new):,} new ones (e.g. {', '.join(sorted(new)[:3])}). Raise "
+                    "max_columns_per_table if the destination takes that many (PostgreSQL: "
+                    "1,600 at most), or leave this connection out",
+                    connection=read.connection.name,
+                    entity=self.entity.name,
+                )
+            added[name] = new
+        for name, new in added.items():
+            self._columns_of(name).update(new)
+
+    def _columns_of(self, table: str) -> set[str]:
+        columns = self._columns.get(table)
+        if columns is None:
+            columns = self._columns[table] = set(_DLT_COLUMNS) | set(self._known_types(table))
+        return columns
+
+    def _mapping(self, read: _ConnectionRead) -> pa.Table:
+        """Rows of `custom_field_columns` for the custom fields new to this connection's run."""
+        rows = read.converter.new_custom_columns
+        columns = {
+            CONNECTION_COLUMN: [read.connection.name] * len(rows),
+            "table_name": [table for table, _, _ in rows],
+            "entity": [self.entity.name] * len(rows),
+            "name": [name for _, name, _ in rows],
+            "column_name": [column for _, _, column in rows],
+        }
+        rows.clear()
+        keys = (CONNECTION_COLUMN, "table_name", "name")  # NOT NULL, as in the table's hints
+        return pa.Table.from_arrays(
+            [pa.array(values, pa.string()) for values in columns.values()],
+            schema=pa.schema(
+                [pa.field(name, pa.string(), nullable=name not in keys) for name in columns]
+            ),
+        )
 
     def _finish(self, read: _ConnectionRead, fanin: FanIn) -> None:
         """Every listing of the connection ended: flush, add markers, find deletes (unified),

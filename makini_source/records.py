@@ -15,6 +15,7 @@ make the same columns as v1's `customFields` object.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,20 +26,19 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-from dlt.common.normalizers.naming.snake_case import NamingConvention
 
 from makini_source import columnar
 from makini_source.catalogue import POSITION_COLUMN, Child, Entity, Field, FieldType
 from makini_source.columnar import ArrowRecords, Declined, DecodedPage
+from makini_source.columns import ColumnNames
 from makini_source.exceptions import ContractViolationError
-from makini_source.hints import replaced_per_connection
+from makini_source.redact import server_text, shown
 from makini_source.settings import (
     CONNECTION_COLUMN,
     CUSTOM_FIELDS,
     DECIMAL_PRECISION,
     DECIMAL_SCALE,
     MARKER_COLUMN,
-    RESERVED_PREFIX,
 )
 
 DECIMAL_TYPE = pa.decimal128(DECIMAL_PRECISION, DECIMAL_SCALE)
@@ -105,9 +105,16 @@ class TablePlan:
 
     @classmethod
     def of(cls, table: str, label: str, fields: Iterable[Field], fixed: Iterable[str]) -> TablePlan:
+        # record data never sets the row marker, whatever the table
         types: dict[Path, FieldType] = {}
         _declare(fields, (), types)
-        return cls(table, label, types, frozenset(fixed))
+        return cls(table, label, types, frozenset([*fixed, MARKER_COLUMN]))
+
+    @property
+    def leaves(self) -> frozenset[Path]:
+        """The declared paths that hold a value, not an object: an object sent there is the
+        value itself (kept whole, or refused), never flattened into columns of its own."""
+        return frozenset(path for path, kind in self.types.items() if kind != "object")
 
 
 def _declare(fields: Iterable[Field], prefix: Path, types: dict[Path, FieldType]) -> None:
@@ -131,10 +138,7 @@ def main_plan(entity: Entity) -> TablePlan:
     fields = list(entity.fields)
     if not any(item.name == "deletedAt" for item in fields):
         fields.append(Field("deletedAt", "timestamp"))
-    fixed = [CONNECTION_COLUMN]
-    if replaced_per_connection(entity):
-        fixed.append(MARKER_COLUMN)
-    return TablePlan.of(entity.table, entity.name, fields, fixed)
+    return TablePlan.of(entity.table, entity.name, fields, [CONNECTION_COLUMN])
 
 
 def child_plan(entity: Entity, child: Child) -> TablePlan:
@@ -165,6 +169,14 @@ class RecordConverter:
         settled_types: The inferred column types settled so far, shared by the converters of
             every connection of a run, so a custom field gets one type in a run whichever
             connection's page comes first (dlt cannot write two types of one column to one file).
+        column_names: The columns of the entity's tables, shared by the converters of every
+            connection of a run (`columns.ColumnNames`).
+
+    Attributes:
+        notes: Lines for the run summary not yet taken (NUL characters removed...).
+        custom_columns: (table, custom field name) -> column, of every custom field this
+            connection sent, for the `custom_field_columns` table; `new_custom_columns` lists
+            the ones not yet taken.
     """
 
     def __init__(
@@ -175,6 +187,7 @@ class RecordConverter:
         custom_fields_at_top_level: bool = False,
         known_types: Callable[[str], Mapping[str, str]] | None = None,
         settled_types: dict[tuple[str, str], pa.DataType] | None = None,
+        column_names: ColumnNames | None = None,
     ) -> None:
         self.entity = entity
         self.connection = connection
@@ -190,10 +203,15 @@ class RecordConverter:
         self._key_required = entity.primary_key == "key"
         self._time_field = entity.cursor_field
         self._version_field = "updatedAt" if entity.cursor_field == "updatedAt" else None
-        self._naming = NamingConvention()
-        self._names: dict[Path, str] = {}
+        self._names = ColumnNames() if column_names is None else column_names
+        for plan in [self._plan, *(plan for _, plan in self._child_plans)]:
+            self._names.declare(plan.table, plan.leaves, plan.fixed)
         self._known_types = known_types
         self._types = {} if settled_types is None else settled_types
+        self.notes: list[str] = []
+        self._nul_columns: set[tuple[str, str]] = set()
+        self.custom_columns: dict[tuple[str, str], str] = {}
+        self.new_custom_columns: list[tuple[str, str, str]] = []
 
     # --- pages ----------------------------------------------------------------------------
 
@@ -263,7 +281,7 @@ class RecordConverter:
             records = [self._nest_custom_fields(record) for record in records]
         main = self._table(
             self._plan,
-            _flat_columns(records, self._children),
+            _flat_columns(records, self._children, self._plan.leaves),
             {CONNECTION_COLUMN: [self.connection] * len(records)},
             request_id,
         )
@@ -283,7 +301,7 @@ class RecordConverter:
             records = columnar.nest_fields(records, self._known_fields, CUSTOM_FIELDS)
         main = self._table(
             self._plan,
-            columnar.flatten(records, tuple(self._children)),
+            columnar.flatten(records, tuple(self._children), leaves=self._plan.leaves),
             {CONNECTION_COLUMN: [self.connection] * len(records)},
             request_id,
         )
@@ -298,7 +316,7 @@ class RecordConverter:
                 self.hard_delete,
                 key_required=child.identity == "key",
             )
-            columns = {} if rows.items is None else columnar.flatten(rows.items)
+            columns = {} if rows.items is None else columnar.flatten(rows.items, leaves=plan.leaves)
             if child.identity == "key":
                 keys = columns.get(("key",), pa.nulls(len(rows.parent), pa.string()))
                 columns[("key",)] = keys.fill_null("")
@@ -337,7 +355,7 @@ class RecordConverter:
         time_field = self._time_field
         if time_field is not None and not isinstance(record.get(time_field), str):
             raise ContractViolationError(
-                f"record {key!r} has no '{time_field}'", field=time_field, **context
+                f"record {shown(key)} has no '{time_field}'", field=time_field, **context
             )
 
     def _nest_custom_fields(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -375,7 +393,7 @@ class RecordConverter:
                 items = []
             if not isinstance(items, list):
                 raise ContractViolationError(
-                    f"record {record.get('key')!r}: {child.field} is not an array",
+                    f"record {shown(record.get('key'))}: {child.field} is not an array",
                     field=child.field,
                     **context,
                 )
@@ -388,7 +406,7 @@ class RecordConverter:
                     ):
                         what = "has no 'key'" if isinstance(item, dict) else "is not an object"
                         raise ContractViolationError(
-                            f"record {record.get('key')!r}: an item of {child.field} {what}",
+                            f"record {shown(record.get('key'))}: an item of {child.field} {what}",
                             field=f"{child.field}.key" if isinstance(item, dict) else child.field,
                             **context,
                         )
@@ -408,7 +426,7 @@ class RecordConverter:
                 markers.append(True)
                 emitted = 1
             parents.extend([index] * emitted)
-        columns = _flat_columns(items_out, ())
+        columns = _flat_columns(items_out, (), plan.leaves)
         if ("deletedAt",) not in columns:
             columns[("deletedAt",)] = [None] * len(items_out)
         parent_keys = [records[i].get("key") for i in parents]
@@ -486,6 +504,7 @@ class RecordConverter:
                 columns[self._column_name(plan, path) + suffix] = array
         for path in undeclared:
             self._add_inferred(plan, columns, path, flat_columns[path])
+        self._remove_nul(plan, columns, request_id)
         # key columns are NOT NULL in the dlt schema; say so in the Arrow schema too
         not_null = {CONNECTION_COLUMN, "key"} | {
             name for name in plan.fixed if name.endswith("_key")
@@ -497,6 +516,41 @@ class RecordConverter:
             ]
         )
         return pa.Table.from_arrays(list(columns.values()), schema=schema)
+
+    def _remove_nul(
+        self, plan: TablePlan, columns: dict[str, pa.Array], request_id: str | None
+    ) -> None:
+        """Removes NUL characters (U+0000) from text: PostgreSQL cannot store them, and a
+        value one destination refuses must not fail a load (the package would block every
+        later run). Each column's first one is noted, naming the record, never the value.
+
+        Raises:
+            ContractViolationError: A key holds one (removing it could merge two records).
+        """
+        identity = [name for name in ("key", *sorted(plan.fixed)) if name.endswith("key")]
+        identity = [name for name in identity if name in columns]
+        for name, array in columns.items():
+            if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+                continue
+            found = pc.match_substring(array, "\x00")
+            if not pc.any(found).as_py():
+                continue
+            row = pc.index(found, True).as_py()
+            key = columns[identity[0]][row].as_py() if identity else None
+            if name in identity:
+                raise ContractViolationError(
+                    f"record key {shown(key)} holds a NUL character (U+0000), which "
+                    "destinations such as PostgreSQL cannot store",
+                    field=name,
+                    **self._context(request_id, plan.label),
+                )
+            columns[name] = pc.replace_substring(array, "\x00", "")
+            if (plan.table, name) not in self._nul_columns:
+                self._nul_columns.add((plan.table, name))
+                self.notes.append(
+                    f"removed NUL characters (U+0000) from {plan.table}.{name}, first in "
+                    f"record {shown(key)}: PostgreSQL and other destinations cannot store them"
+                )
 
     def _add_inferred(
         self,
@@ -553,7 +607,8 @@ class RecordConverter:
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
             bad = _first_bad_value(values, kind)
             raise ContractViolationError(
-                f"value {bad!r} is not a valid {_KIND_NAMES[kind]} ({exc})",
+                f"value {shown(bad)} is not a valid {_KIND_NAMES[kind]} "
+                f"({server_text(str(exc), 120)})",
                 field=label,
                 **self._context(request_id, entity),
             ) from None
@@ -575,15 +630,13 @@ class RecordConverter:
         return fit_inferred(array, established, name, self._types, table)
 
     def _column_name(self, plan: TablePlan, path: Path) -> str:
-        name = self._names.get(path)
-        if name is None:
-            name = "__".join(self._naming.normalize_identifier(part) for part in path)
-            self._names[path] = name
-        if name in plan.fixed or name.startswith("_dlt"):
-            # record data never sets the source's own columns: it keeps its value under
-            # a name of its own
-            return RESERVED_PREFIX + name
-        return name
+        column = self._names.column(plan.table, path, plan.fixed)
+        if len(path) > 1 and path[0] == CUSTOM_FIELDS:
+            name = ".".join(path[1:])  # a field of an object-valued custom field: "a.b"
+            if (plan.table, name) not in self.custom_columns:
+                self.custom_columns[(plan.table, name)] = column
+                self.new_custom_columns.append((plan.table, name, column))
+        return column
 
 
 def fit_inferred(
@@ -805,7 +858,11 @@ def _json_text(values: Iterable[Any], normalize: bool = False) -> pa.Array:
             continue
         if normalize:
             value = _without_nulls(value)
-        out.append(orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str).decode())
+        try:
+            text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str).decode()
+        except TypeError:  # an integer beyond 64 bits: Python's json writes every digit
+            text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+        out.append(text)
     return pa.array(out, pa.string())
 
 
@@ -818,9 +875,14 @@ def _without_nulls(value: Any) -> Any:
 
 
 def _flat_columns(
-    records: Sequence[Mapping[str, Any]], skip: Iterable[str]
+    records: Sequence[Mapping[str, Any]],
+    skip: Iterable[str],
+    leaves: frozenset[Path] = frozenset(),
 ) -> dict[Path, list[Any]]:
     """Flattens records straight into columns, None where a record lacks a path.
+
+    An object at a path in `leaves` (a declared value, e.g. `deletedAt`) stays whole: it is
+    that field's value, not fields of its own.
 
     Columns come in first-seen order, level by level: a record's fields in the order they
     first appear on the page, each object's fields in its place (the order pyarrow's JSON
@@ -828,7 +890,7 @@ def _flat_columns(
     time with list comprehensions, several times faster than one dict per record.
     """
     found: dict[Path, list[Any]] = {}
-    _collect(records, None, len(records), (), frozenset(skip), found)
+    _collect(records, None, len(records), (), frozenset(skip), found, leaves)
     return found
 
 
@@ -839,6 +901,7 @@ def _collect(
     prefix: Path,
     skip: frozenset[str],
     found: dict[Path, list[Any]],
+    leaves: frozenset[Path] = frozenset(),
 ) -> None:
     """Adds the columns of `records` (objects at `prefix`) to `found`.
 
@@ -852,7 +915,9 @@ def _collect(
         if name in skip:
             continue
         types = set(map(type, values))
-        if not (dict in types or any(issubclass(t, dict) for t in types)):
+        if prefix + (name,) in leaves or not (
+            dict in types or any(issubclass(t, dict) for t in types)
+        ):
             _store(found, prefix + (name,), list(values), rows, total)
             continue
         # objects are flattened into their own paths; other values keep the path itself
@@ -873,7 +938,7 @@ def _collect(
         objects_with_fields = [i for i, obj in enumerate(objects) if obj]
         if objects_with_fields:
             sub_rows = object_rows if rows is None else [rows[i] for i in object_rows]
-            _collect(objects, sub_rows, total, prefix + (name,), frozenset(), found)
+            _collect(objects, sub_rows, total, prefix + (name,), frozenset(), found, leaves)
 
 
 def _fields(records: Sequence[Mapping[str, Any]]) -> Iterator[tuple[str, Sequence[Any], bool]]:
@@ -963,12 +1028,16 @@ def _timestamps(strings: pa.Array) -> pa.Array:
     """RFC 3339 text to UTC timestamps; date-only values are midnight UTC.
 
     Most columns hold only full timestamps, which cast as they are; only when that fails
-    are date-only values completed (a zone-less time still fails: it is not RFC 3339).
+    are date-only values completed and fractions finer than a microsecond truncated to
+    microseconds (`.1234567Z`, common from .NET, lands as `.123456`: truncated, never rounded,
+    so a time never moves past the next second, day or year). A zone-less time still fails:
+    it is not RFC 3339.
     """
     try:
         return pc.cast(strings, TIMESTAMP_TYPE)
     except pa.ArrowInvalid:
-        return pc.cast(_midnight(strings), TIMESTAMP_TYPE)
+        microseconds = pc.replace_substring_regex(strings, r"(\.\d{6})\d+", r"\1")
+        return pc.cast(_midnight(microseconds), TIMESTAMP_TYPE)
 
 
 def _dates(strings: pa.Array) -> pa.Array:

@@ -52,6 +52,13 @@ CUSTOM_FIELDS = "customFields"
 # Child rows flagged here are never inserted: they only make the merge drop a parent's old
 # children (a parent without children, or children of a superseded version).
 MARKER_COLUMN = "_makini_marker"
+# The table listing, per connection, which column each custom field landed in.
+CUSTOM_FIELD_COLUMNS_TABLE = "custom_field_columns"
+# Columns one table may have (all connections' custom fields share a table): well below
+# PostgreSQL's hard limit of 1,600 and what DuckDB loads within a small memory limit.
+MAX_COLUMNS_PER_TABLE = 1_000
+# Empty pages in a row (each with a new cursor) after which a listing is taken for endless.
+MAX_EMPTY_PAGES = 1_000
 # A record field whose column name is one of the source's own columns (`connection_id`, a
 # parent key, `_dlt_id`...) lands under this prefix instead (`api_connection_id`).
 RESERVED_PREFIX = "api_"

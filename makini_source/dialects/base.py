@@ -14,6 +14,7 @@ from typing import Protocol
 from makini_source.catalogue import Entity
 from makini_source.client import MakiniClient
 from makini_source.columnar import DecodedPage, PageDecoder
+from makini_source.settings import MAX_EMPTY_PAGES
 from makini_source.window import Window
 
 # normalized sync states
@@ -109,9 +110,11 @@ class Dialect(Protocol):
         window: Window,
         page_size: int,
         decode: PageDecoder,
+        max_empty_pages: int = MAX_EMPTY_PAGES,
     ) -> Iterator[Page]:
         """Every page of one listing of `window`, each record once in its newest version
-        at the time it was read."""
+        at the time it was read; a listing that keeps answering empty pages that promise
+        more stops with an error after `max_empty_pages` of them in a row."""
         ...
 
     def probe(self, client: MakiniClient, entity: Entity, window: Window) -> Probe | None:

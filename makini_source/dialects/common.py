@@ -7,6 +7,7 @@ from makini_source.client import MakiniClient, Response
 from makini_source.columnar import DecodedPage, NotAListAnswer, PageDecoder, read_json_page
 from makini_source.exceptions import ConfigurationError, ContractViolationError
 from makini_source.jsonbody import InvalidJSON
+from makini_source.redact import shown
 from makini_source.window import format_timestamp
 
 
@@ -50,11 +51,13 @@ def decode_page(
         ) from None
 
 
-def sync_time(value: object, client: MakiniClient, response: Response, field: str) -> str | None:
+def sync_time(
+    value: object, client: MakiniClient, response: Response, field: str, entity: str
+) -> str | None:
     """A sync status time as RFC 3339 UTC (Laravel's `2024-06-01 10:15:00` is UTC too).
 
     Raises:
-        ContractViolationError: The value is not a time.
+        ContractViolationError: The value is not a time (the error names the connection).
     """
     if value is None:
         return None
@@ -64,5 +67,5 @@ def sync_time(value: object, client: MakiniClient, response: Response, field: st
         return format_timestamp(value)
     except ConfigurationError:
         raise contract_error(
-            f"{field} {value!r} is not a timestamp", client, response, "sync-status", field
+            f"{field} {shown(value)} is not a timestamp", client, response, entity, field
         ) from None

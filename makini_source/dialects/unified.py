@@ -33,7 +33,7 @@ from makini_source.dialects.base import (
 from makini_source.dialects.common import contract_error, decode_page, sync_time
 from makini_source.exceptions import BadRequestError, NotFoundError, ReauthorizationRequired
 from makini_source.paginator import KeysetWalk
-from makini_source.settings import UNIFIED_LOOKBACK_SECONDS
+from makini_source.settings import MAX_EMPTY_PAGES, UNIFIED_LOOKBACK_SECONDS
 from makini_source.window import Window
 
 SYNC_STATUS_PATH = "/api/integrations/current"
@@ -107,7 +107,9 @@ class UnifiedDialect:
                 entity="integrations",
                 request_id=response.request_id,
             )
-        updated = sync_time(data.get("sync_updated_at"), client, response, "sync_updated_at")
+        updated = sync_time(
+            data.get("sync_updated_at"), client, response, "sync_updated_at", "integrations"
+        )
         provider = data.get("provider")
         return SyncPoint(
             state=state,
@@ -132,8 +134,13 @@ class UnifiedDialect:
         window: Window,
         page_size: int,
         decode: PageDecoder,
+        max_empty_pages: int = MAX_EMPTY_PAGES,
     ) -> Iterator[Page]:
-        """Walks `window` exactly (`KeysetWalk`), yielding only records new to the walk."""
+        """Walks `window` exactly (`KeysetWalk`), yielding only records new to the walk.
+
+        The walk never follows `links.next`: an empty page ends it, whatever it claims
+        (`max_empty_pages` has nothing to bound).
+        """
         time_field = entity.cursor_field or "updatedAt"
         walk = KeysetWalk(
             time_field,

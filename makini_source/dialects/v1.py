@@ -29,6 +29,7 @@ from makini_source.dialects.base import (
 from makini_source.dialects.common import contract_error, decode_page, sync_time
 from makini_source.exceptions import ReauthorizationRequired
 from makini_source.paginator import CursorPaginator
+from makini_source.settings import MAX_EMPTY_PAGES
 from makini_source.window import Window
 
 PREFIX = "/api/v1"
@@ -87,7 +88,9 @@ class V1Dialect:
                 entity="sync-status",
                 request_id=response.request_id,
             )
-        last_sync_at = sync_time(data.get("last_sync_at"), client, response, "last_sync_at")
+        last_sync_at = sync_time(
+            data.get("last_sync_at"), client, response, "last_sync_at", "sync-status"
+        )
         system = data.get("system")
         return SyncPoint(
             state=state,
@@ -111,9 +114,15 @@ class V1Dialect:
         window: Window,
         page_size: int,
         decode: PageDecoder,
+        max_empty_pages: int = MAX_EMPTY_PAGES,
     ) -> Iterator[Page]:
-        """Follows `next_cursor` through the listing of `window`, tombstones included."""
-        paginator = CursorPaginator(_filters(window), page_size)
+        """Follows `next_cursor` through the listing of `window`, tombstones included.
+
+        Raises:
+            ContractViolationError: A cursor repeats, is not text, or `max_empty_pages`
+                empty pages came in a row.
+        """
+        paginator = CursorPaginator(_filters(window), page_size, max_empty_pages)
         path = f"{PREFIX}/{entity.path}"
         while paginator.has_next:
             response = client.get(path, paginator.request_params(), entity=entity.name)
