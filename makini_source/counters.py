@@ -21,6 +21,8 @@ class ConnectionCounters:
         rate_limited: 429 answers.
         throttle_seconds: Time spent waiting for the rate limit.
         backoff_seconds: Time spent backing off before retries (not throttling).
+        waiting_seconds: How much longer the request waiting now waits (0: none waits): a
+            rate-limit hold or Retry-After shows here while it lasts.
         failure: The error that stopped the connection, if one did.
         dialect: How it is read (`v1`, `unified/erp`...), once known.
         deletes_found: Records found deleted this run, per entity (unified).
@@ -35,6 +37,7 @@ class ConnectionCounters:
     rate_limited: int = 0
     throttle_seconds: float = 0.0
     backoff_seconds: float = 0.0
+    waiting_seconds: float = 0.0
     failure: BaseException | None = None
     dialect: str = "not read yet"
     deletes_found: dict[str, int] = field(default_factory=dict)
@@ -57,6 +60,7 @@ def connection_counters(source: Any) -> list[ConnectionCounters]:
                 rate_limited=stats.rate_limited,
                 throttle_seconds=stats.throttle_seconds,
                 backoff_seconds=stats.backoff_seconds,
+                waiting_seconds=stats.waiting_seconds(),
                 failure=connection.failure,
                 dialect="not read"
                 if dialect is None

@@ -12,6 +12,10 @@ that dlt reads from the working directory only:
   default, so `dlt pipeline <name> drop/sync/info` run from the same directory find it.
 - `load` and `run` finish the packages an interrupted run left before extracting, and fail
   when a load package was aborted or kept failed jobs, naming the package and what to do.
+- A package the destination refuses for good (a terminal error: a value or a schema it cannot
+  take) never blocks later runs: it is aborted at once, which rewinds the incremental state to
+  before it, so the next run reads its records again (and loads them once the cause is gone).
+  dlt alone would keep it pending and retry it first on every run, forever, reading nothing.
 
 The table shape itself (`_dlt_load_id` on every row) is the source's own doing (`load_id.py`):
 `pipeline.run(makini_source())` in your code makes the same tables.
@@ -29,17 +33,22 @@ Usage::
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import dlt
-from dlt.common.destination.exceptions import UnknownDestinationModule
+from dlt.common.destination.exceptions import (
+    DestinationTerminalException,
+    UnknownDestinationModule,
+)
 from dlt.common.destination.reference import Destination
 from dlt.common.pipeline import LoadInfo, get_dlt_pipelines_dir
 from dlt.common.runtime.collector import NULL_COLLECTOR, Collector
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
+from dlt.load.exceptions import LoadClientJobFailed
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from makini_source.exceptions import ConfigurationError, LoadFailed
@@ -50,6 +59,7 @@ LOADER_FILE_FORMAT = "parquet"
 DUCKDB_MEMORY_LIMIT = "96MB"
 DUCKDB_LOAD_JOBS = 2
 
+logger = logging.getLogger("makini_source")
 _T = TypeVar("_T")
 
 
@@ -139,7 +149,13 @@ def load(pipeline: dlt.Pipeline, source: Any, **run_kwargs: Any) -> LoadInfo:
     """
     run_kwargs.setdefault("loader_file_format", LOADER_FILE_FORMAT)
     if pipeline.has_pending_data:
-        check_load_info(pipeline, _load_step(pipeline, pipeline.run))
+        try:
+            check_load_info(pipeline, _load_step(pipeline, pipeline.run))
+        except LoadFailed as exc:
+            if not exc.aborted:
+                raise  # e.g. the destination is down: loading anything else cannot work either
+            # refused for good and aborted: its records are read again by this run
+            logger.warning("%s Reading them again now.", exc)
     info = _load_step(pipeline, lambda: pipeline.run(source, **run_kwargs))
     check_load_info(pipeline, info)
     return info
@@ -184,7 +200,12 @@ def check_load_info(pipeline: dlt.Pipeline, info: LoadInfo | None) -> None:
             )
         else:
             continue
-        raise LoadFailed(message, pipeline_name=name, load_id=package.load_id)
+        raise LoadFailed(
+            message,
+            pipeline_name=name,
+            load_id=package.load_id,
+            aborted=package.state == "aborted",
+        )
 
 
 def _job_failure(job: Any) -> str:
@@ -199,28 +220,40 @@ def _dlt_command(pipeline: dlt.Pipeline) -> str:
 
 
 def _load_step(pipeline: dlt.Pipeline, step: Callable[[], _T]) -> _T:
+    """Runs a step that loads; a load failure becomes `LoadFailed`, and a package the
+    destination refused for good is aborted first (see the module's docstring)."""
     try:
         return step()
     except PipelineStepFailed as exc:
         if exc.step != "load":
             raise
         name = pipeline.pipeline_name
-        if pipeline.has_pending_data:
+        aborted = False
+        if isinstance(exc.exception, DestinationTerminalException):
+            if not isinstance(exc.exception, LoadClientJobFailed):  # not aborted by dlt yet
+                try:
+                    pipeline.abort_packages()  # rewinds the state to before the package
+                except Exception as abort_error:  # noqa: BLE001 - then it stays pending
+                    logger.warning("could not abort package %s: %s", exc.load_id, abort_error)
+            aborted = not pipeline.has_pending_data
+        if aborted:
+            advice = (
+                "The destination refused it for good, so it was aborted and the incremental "
+                "state rewound to before it: the next run reads its records again. If the "
+                "destination refuses them again, fix the cause above first."
+            )
+        else:
             advice = (
                 "The package stays pending: fix the cause and run again (it is loaded first), "
                 f"or discard it with `{_dlt_command(pipeline)} abort-packages` and run again to "
                 "read its records again."
-            )
-        else:  # aborted (load.auto_abort_on_terminal_error): the state is that of before it
-            advice = (
-                "The package was aborted and the incremental state is that of before it: fix "
-                "the cause and run again to read its records again."
             )
         raise LoadFailed(
             f"loading package {exc.load_id} of pipeline {name!r} failed: "
             f"{_innermost(exc.exception)}. {advice}",
             pipeline_name=name,
             load_id=exc.load_id,
+            aborted=aborted,
         ) from exc
 
 

@@ -176,6 +176,10 @@ class RunProgress(Collector):
             f"  throttled {sum(c.throttle_seconds for c in counters):.0f}s"
         )
         failed = sum(c.failure is not None for c in counters)
+        waiting = max((c.waiting_seconds for c in counters), default=0.0)
+        if waiting >= 1:
+            # a hold the server asked for (rate limit, Retry-After): say so while it lasts
+            details += f"  waiting {waiting:.0f}s"
         return details + (f"  failed {failed}" if failed else "")
 
     def _progress(self, key: str) -> str:
