@@ -491,7 +491,7 @@ class MakiniClient:
             return
         shown = ", ".join(
             f"{name}: {server_text(headers[name], 40)}"
-            for name in ("x-ratelimit-remaining", "x-ratelimit-reset")
+            for name in ("X-RateLimit-Remaining", "X-RateLimit-Reset")
             if name in headers
         )
         self._announced_hold = {

@@ -166,6 +166,9 @@ class PageDecoder:
                 read_options=pj.ReadOptions(use_threads=False, block_size=len(body) + 64),
                 parse_options=self._options,
             )
+            # the reader does not check UTF-8: invalid text goes to the exact path, which
+            # refuses it (orjson)
+            table.validate(full=True)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             return None
         if table.num_rows != 1:

@@ -169,17 +169,18 @@ class RunProgress(Collector):
             return f"rows {sum(self._counts.values()):,}"
         counters = connection_counters(self._source)
         rows = sum(sum(c.rows.values()) for c in counters)
-        details = (
-            f"rows {rows:,}  requests {sum(c.requests for c in counters):,}"
+        details = f"rows {rows:,}  requests {sum(c.requests for c in counters):,}"
+        waiting = max((c.waiting_seconds for c in counters), default=0.0)
+        if waiting >= 1:
+            # a hold the server asked for (rate limit, Retry-After) or a long backoff: say so
+            # while it lasts (up front: the line is cut at 80 columns)
+            details += f"  waiting {waiting:.0f}s"
+        details += (
             f"  retries {sum(c.retries for c in counters):,}"
             f"  429s {sum(c.rate_limited for c in counters):,}"
             f"  throttled {sum(c.throttle_seconds for c in counters):.0f}s"
         )
         failed = sum(c.failure is not None for c in counters)
-        waiting = max((c.waiting_seconds for c in counters), default=0.0)
-        if waiting >= 1:
-            # a hold the server asked for (rate limit, Retry-After): say so while it lasts
-            details += f"  waiting {waiting:.0f}s"
         return details + (f"  failed {failed}" if failed else "")
 
     def _progress(self, key: str) -> str:

@@ -5,8 +5,9 @@ minted or discovered); `scrub` replaces each of them (its `Bearer` form and its 
 forms included) wherever it appears in a text, whatever a server echoes back. Text that came
 from a server is also neutralised: control characters (terminal escapes among them) are shown
 as `\\xNN` escapes, so a hostile server cannot rewrite the user's terminal. `scrub_logs` puts
-the same scrubbing on the log records of this package and of httpx (whose request lines show
-URLs, and a server can make a URL carry a token by quoting it in a cursor).
+the same scrubbing on the log records of this package, httpx and httpcore (whose request lines
+show URLs, and a server can make a URL carry a token by quoting it in a cursor; whose DEBUG
+lines show response headers).
 """
 
 from __future__ import annotations
@@ -22,8 +23,18 @@ REDACTED = "***"
 # configuration refuses them anyway
 _MIN_SECRET_LENGTH = 6
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-# loggers whose records are scrubbed (a filter applies to records of its own logger only)
-_SCRUBBED_LOGGERS = ("makini_source", "httpx")
+# loggers whose records are scrubbed (a filter applies to records of its own logger only, so
+# httpcore's are named one by one: their DEBUG lines show response headers, a request id
+# quoting the token among them)
+_SCRUBBED_LOGGERS = (
+    "makini_source",
+    "httpx",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "httpcore.socks",
+)
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
