@@ -106,14 +106,15 @@ def child_hints(entity: Entity, child: Child) -> Any:
 def custom_field_columns_hints() -> Any:
     """Hints of the table that says which column each custom field landed in, per connection:
     one row per (connection, table, custom field name), replaced when seen again."""
+    columns: dict[str, Any] = {
+        CONNECTION_COLUMN: _not_null_text(),
+        "table_name": _not_null_text(),
+        "name": _not_null_text(),
+    }
     return dlt.mark.make_hints(
         table_name=CUSTOM_FIELD_COLUMNS_TABLE,
         write_disposition={"disposition": "merge", "strategy": "delete-insert"},
         primary_key=(CONNECTION_COLUMN, "table_name", "name"),
-        columns={
-            CONNECTION_COLUMN: _not_null_text(),
-            "table_name": _not_null_text(),
-            "name": _not_null_text(),
-        },
+        columns=columns,
         file_format="parquet",
     )
