@@ -12,10 +12,14 @@ that dlt reads from the working directory only:
   default, so `dlt pipeline <name> drop/sync/info` run from the same directory find it.
 - `load` and `run` finish the packages an interrupted run left before extracting, and fail
   when a load package was aborted or kept failed jobs, naming the package and what to do.
-- A package the destination refuses for good (a terminal error: a value or a schema it cannot
-  take) never blocks later runs: it is aborted at once, which rewinds the incremental state to
-  before it, so the next run reads its records again (and loads them once the cause is gone).
-  dlt alone would keep it pending and retry it first on every run, forever, reading nothing.
+- A package the destination refuses for good never blocks later runs: it is aborted, which
+  rewinds the incremental state to before it, so its records are read again (and load once the
+  cause is gone). "For good" is a terminal error (a value or a schema the destination cannot
+  take: aborted at once), or a job that failed through all of dlt's retries in one run and
+  fails again when the next run tries the pending package once more (dlt classifies some
+  refusals, PostgreSQL's of a NUL character among them, as transient). dlt alone would keep the
+  package pending and retry it first on every run, forever, reading nothing new. A package that
+  cannot load because the destination is unreachable stays pending.
 
 The table shape itself (`_dlt_load_id` on every row) is the source's own doing (`load_id.py`):
 `pipeline.run(makini_source())` in your code makes the same tables.
@@ -48,10 +52,11 @@ from dlt.common.destination.reference import Destination
 from dlt.common.pipeline import LoadInfo, get_dlt_pipelines_dir
 from dlt.common.runtime.collector import NULL_COLLECTOR, Collector
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
-from dlt.load.exceptions import LoadClientJobFailed
+from dlt.load.exceptions import LoadClientJobException, LoadClientJobFailed
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from makini_source.exceptions import ConfigurationError, LoadFailed
+from makini_source.redact import server_text
 
 DEFAULT_PIPELINE_NAME = "makini"
 DEFAULT_DATASET_NAME = "makini_data"
@@ -150,11 +155,11 @@ def load(pipeline: dlt.Pipeline, source: Any, **run_kwargs: Any) -> LoadInfo:
     run_kwargs.setdefault("loader_file_format", LOADER_FILE_FORMAT)
     if pipeline.has_pending_data:
         try:
-            check_load_info(pipeline, _load_step(pipeline, pipeline.run))
+            check_load_info(pipeline, _load_step(pipeline, pipeline.run, retried=True))
         except LoadFailed as exc:
             if not exc.aborted:
-                raise  # e.g. the destination is down: loading anything else cannot work either
-            # refused for good and aborted: its records are read again by this run
+                raise  # the destination is down: loading anything else cannot work either
+            # refused again and aborted: its records are read again by this run
             logger.warning("%s Reading them again now.", exc)
     info = _load_step(pipeline, lambda: pipeline.run(source, **run_kwargs))
     check_load_info(pipeline, info)
@@ -219,34 +224,45 @@ def _dlt_command(pipeline: dlt.Pipeline) -> str:
     return f"dlt pipeline --pipelines-dir {pipeline.pipelines_dir} {pipeline.pipeline_name}"
 
 
-def _load_step(pipeline: dlt.Pipeline, step: Callable[[], _T]) -> _T:
-    """Runs a step that loads; a load failure becomes `LoadFailed`, and a package the
-    destination refused for good is aborted first (see the module's docstring)."""
+def _load_step(pipeline: dlt.Pipeline, step: Callable[[], _T], retried: bool = False) -> _T:
+    """Runs a step that loads; a load failure becomes `LoadFailed`.
+
+    A package the destination refuses for good is aborted first: a terminal error, or a job
+    that fails again when the package is `retried` (left pending by an earlier run). See the
+    module's docstring.
+    """
     try:
         return step()
     except PipelineStepFailed as exc:
         if exc.step != "load":
             raise
         name = pipeline.pipeline_name
-        aborted = False
-        if isinstance(exc.exception, DestinationTerminalException):
-            if not isinstance(exc.exception, LoadClientJobFailed):  # not aborted by dlt yet
-                try:
-                    pipeline.abort_packages()  # rewinds the state to before the package
-                except Exception as abort_error:  # noqa: BLE001 - then it stays pending
-                    logger.warning("could not abort package %s: %s", exc.load_id, abort_error)
-            aborted = not pipeline.has_pending_data
+        refused = isinstance(exc.exception, DestinationTerminalException) or (
+            retried and isinstance(exc.exception, LoadClientJobException)
+        )
+        if refused and not isinstance(exc.exception, LoadClientJobFailed):  # dlt did not abort
+            try:
+                pipeline.abort_packages()  # rewinds the state to before the package
+            except Exception as abort_error:  # noqa: BLE001 - then it stays pending
+                logger.warning("could not abort package %s: %s", exc.load_id, abort_error)
+        aborted = refused and not pipeline.has_pending_data
         if aborted:
             advice = (
                 "The destination refused it for good, so it was aborted and the incremental "
-                "state rewound to before it: the next run reads its records again. If the "
-                "destination refuses them again, fix the cause above first."
+                "state rewound to before it: run again to read its records again (if the "
+                "destination refuses them again, fix the cause above first)."
+            )
+        elif isinstance(exc.exception, LoadClientJobException):
+            advice = (
+                "The package stays pending: the next run tries it once more first, and if it "
+                "fails again, aborts it (the incremental state rewinds) and reads its records "
+                "again. To discard it now: "
+                f"`{_dlt_command(pipeline)} abort-packages`."
             )
         else:
             advice = (
-                "The package stays pending: fix the cause and run again (it is loaded first), "
-                f"or discard it with `{_dlt_command(pipeline)} abort-packages` and run again to "
-                "read its records again."
+                "The package stays pending: fix the cause (is the destination reachable?) and "
+                "run again: it is loaded first."
             )
         raise LoadFailed(
             f"loading package {exc.load_id} of pipeline {name!r} failed: "
@@ -269,7 +285,12 @@ def _innermost(exc: BaseException) -> str:
 
 
 def _last_line(text: str | None, limit: int = 300) -> str:
-    """The last line of a message or traceback, without the exception's module path."""
+    """The last `SomeError: message` line of a traceback (a database's message may go on with
+    lines of context), without the exception's module path; else the last line."""
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    line = re.sub(r"^[\w.]+\.(\w+(Error|Exception)): ", "", lines[-1]) if lines else "no message"
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+    raised = [line for line in lines if _RAISED.match(line)]
+    line = _RAISED.sub("", raised[-1] if raised else lines[-1]) if lines else "no message"
+    return server_text(line, limit)  # a database may quote the row: scrubbed, no escapes
+
+
+_RAISED = re.compile(r"^[\w.]+\.?(\w*(Error|Exception)): ")

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
+import dlt
 import pytest
-from conftest import Loader, Sandbox, assert_destination_matches_api
+from conftest import Loader, PostgresServer, Sandbox, assert_destination_matches_api
 from dlt.common.pipeline import LoadInfo
 from test_resilience_process import PIPELINE, ROOT, dlt_command, pipeline_env, run_pipeline
 
@@ -264,7 +265,7 @@ def test_a_package_the_destination_refuses_is_aborted_and_the_next_run_reads_it_
         run(loader)
     message = str(caught.value)
     assert caught.value.aborted and f"package {caught.value.load_id} " in message
-    assert "refused it for good" in message and "the next run reads its records again" in message
+    assert "refused it for good" in message and "run again to read its records again" in message
     assert not loader.pipeline.has_pending_data
     assert loader.watermarks(VENDORS) == marks  # rewound: the refused rows are read again
     # while the destination still refuses them, every run says so (and is not blocked)
@@ -298,6 +299,44 @@ def test_a_refused_package_left_pending_by_plain_dlt_does_not_block_the_next_run
     source = run(loader)
     assert not connection_failures(source) and not loader.pipeline.has_pending_data
     assert loader.rows(VENDORS)[("acme", key)]["name"] == own_name
+    assert_destination_matches_api(loader, sandbox, entities=[VENDORS])
+
+
+def test_a_package_refused_again_at_the_next_run_is_aborted_and_its_records_read_again(
+    sandbox: Sandbox, tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """Why 1: dlt takes some refusals for transient (PostgreSQL's of a NUL among them): the
+    package stayed pending and failed first thing on every later run. A pending package that
+    fails again is aborted, and the run reads its records again."""
+    loader = Loader(
+        sandbox, tmp_path, dlt.destinations.postgres(credentials=postgres_server.create_database())
+    )
+    run(loader)
+    marks = loader.watermarks(VENDORS)
+    with loader.pipeline.sql_client() as client:
+        # a refusal PostgreSQL reports as "lock not available": dlt retries it as transient
+        client.execute_sql(
+            "CREATE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN IF NEW.name = 'poison' "
+            "THEN RAISE EXCEPTION 'poison refused' USING ERRCODE = '55P03'; END IF; "
+            "RETURN NEW; END $$ LANGUAGE plpgsql"
+        )
+        client.execute_sql(
+            f"CREATE TRIGGER refuse_poison BEFORE INSERT ON {client.make_qualified_table_name(VENDORS)} "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
+        )
+    record = sandbox.records(VENDORS, "acme")[0]
+    sandbox.put_record("acme", VENDORS, record["key"], {"name": "poison"})
+    with pytest.raises(LoadFailed) as caught:
+        run(loader)
+    assert not caught.value.aborted and "poison refused" in str(caught.value)
+    assert "the next run tries it once more first" in str(caught.value)
+    assert loader.pipeline.has_pending_data
+    # the record is fixed at the source; the pending package still holds "poison"
+    sandbox.put_record("acme", VENDORS, record["key"], {"name": record["name"]})
+    source = run(loader)  # not blocked: the package is aborted, its records read again
+    assert not connection_failures(source) and not loader.pipeline.has_pending_data
+    assert loader.rows(VENDORS)[("acme", record["key"])]["name"] == record["name"]
+    assert loader.watermarks(VENDORS)["acme"] >= marks["acme"]
     assert_destination_matches_api(loader, sandbox, entities=[VENDORS])
 
 
