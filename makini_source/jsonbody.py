@@ -24,10 +24,13 @@ import orjson
 
 from makini_source.redact import server_text
 
-# an integer literal of 19+ digits (at a value's place) may not fit 64 bits
-_LONG_INTEGER = re.compile(rb"[\[:,]\s*-?\d{19,}")
-# the non-JSON literals some parsers accept, at a value's place
+# an integer literal of 19+ digits may not fit 64 bits (found as a run of "0"s once every
+# digit is mapped to "0": two C-speed passes, where a regular expression takes ~20 ms a page)
+_DIGITS_AS_ZEROS = bytes.maketrans(b"0123456789", b"0" * 10)
+_LONG_DIGIT_RUN = b"0" * 19
+# the non-JSON literals some parsers accept (`NaN`, `Inf`, `Infinity`), at a value's place
 _NON_FINITE = re.compile(rb"[\[:,]\s*-?(?:NaN|Inf)")
+_NON_FINITE_STARTS = (b"NaN", b"Inf")
 # how much of the body around a parse error is shown
 _CONTEXT_BYTES = 40
 
@@ -42,7 +45,23 @@ def needs_exact_parser(body: bytes) -> bool:
 
     False positives (such text inside a string) only cost the slower exact path.
     """
-    return bool(_NON_FINITE.search(body) or _LONG_INTEGER.search(body))
+    return _has_non_finite(body) or _has_long_integer(body)
+
+
+def _has_long_integer(body: bytes) -> bool:
+    return _LONG_DIGIT_RUN in body.translate(_DIGITS_AS_ZEROS)
+
+
+def _has_non_finite(body: bytes) -> bool:
+    """Whether `NaN` or `Inf...` stands where a value may (after `:`, `[` or `,`)."""
+    for literal in _NON_FINITE_STARTS:
+        start = body.find(literal)
+        while start >= 0:
+            # the literal with what stands before it (whitespace, a minus sign)
+            if _NON_FINITE.search(body, max(0, start - 16), start + 3):
+                return True
+            start = body.find(literal, start + 3)
+    return False
 
 
 def loads(body: bytes, exact_numbers: bool = False) -> Any:
@@ -59,7 +78,7 @@ def loads(body: bytes, exact_numbers: bool = False) -> Any:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidJSON(describe_error(body, exc)) from None
-    if exact_numbers or _LONG_INTEGER.search(body):
+    if exact_numbers or _has_long_integer(body):
         # valid strict JSON (orjson said so): read again keeping every digit
         return json.loads(
             body, parse_float=Decimal if exact_numbers else float, parse_constant=_refuse
