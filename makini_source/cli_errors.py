@@ -25,6 +25,7 @@ from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from makini_source.exceptions import ConfigurationError, LoadFailed, MakiniError
+from makini_source.redact import scrub
 
 USAGE_ERROR = 2
 RUN_FAILED = 1
@@ -89,10 +90,11 @@ def root_cause(exc: BaseException) -> BaseException:
 
 
 def redact(text: str) -> str:
-    """`text` with every configured secret value replaced by `***`."""
+    """`text` with every configured secret value replaced by `***`, and every secret the
+    source registered (minted tokens too: `redact.scrub`)."""
     for secret in sorted(set(_secret_words()), key=len, reverse=True):
         text = text.replace(secret, "***")
-    return text
+    return scrub(text)
 
 
 def _cannot_coerce(exc: ConfigValueCannotBeCoercedException) -> str:

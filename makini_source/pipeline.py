@@ -153,17 +153,29 @@ def load(pipeline: dlt.Pipeline, source: Any, **run_kwargs: Any) -> LoadInfo:
         PipelineStepFailed: Extracting or normalizing failed (the cause in `.exception`).
     """
     run_kwargs.setdefault("loader_file_format", LOADER_FILE_FORMAT)
-    if pipeline.has_pending_data:
-        try:
-            check_load_info(pipeline, _load_step(pipeline, pipeline.run, retried=True))
-        except LoadFailed as exc:
-            if not exc.aborted:
-                raise  # the destination is down: loading anything else cannot work either
-            # refused again and aborted: its records are read again by this run
-            logger.warning("%s Reading them again now.", exc)
+    finish_pending(pipeline)
     info = _load_step(pipeline, lambda: pipeline.run(source, **run_kwargs))
     check_load_info(pipeline, info)
     return info
+
+
+def finish_pending(pipeline: dlt.Pipeline) -> None:
+    """Loads the packages an earlier run left pending. One the destination refuses again is
+    aborted (the state rewinds, so the coming extraction reads its records again), with a
+    warning: it never blocks the run.
+
+    Raises:
+        LoadFailed: The pending packages could not be loaded for another reason (the
+            destination is unreachable): loading anything else could not work either.
+    """
+    if not pipeline.has_pending_data:
+        return
+    try:
+        check_load_info(pipeline, _load_step(pipeline, pipeline.run, retried=True))
+    except LoadFailed as exc:
+        if not exc.aborted:
+            raise
+        logger.warning("%s Reading them again now.", exc)
 
 
 def run(pipeline: dlt.Pipeline, source: Any, **run_kwargs: Any) -> LoadInfo:

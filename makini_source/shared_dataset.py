@@ -33,7 +33,7 @@ from dlt.extract import DltSource
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from makini_source.catalogue import load_catalogue
-from makini_source.pipeline import check_load_info
+from makini_source.pipeline import check_load_info, finish_pending
 
 logger = logging.getLogger("makini_source")
 
@@ -115,8 +115,7 @@ def run_connection(
     """
     run_kwargs.setdefault("loader_file_format", "parquet")
     pipeline = make_pipeline()
-    if pipeline.has_pending_data:
-        check_load_info(pipeline, pipeline.load())  # an interrupted run's packages first
+    finish_pending(pipeline)  # an interrupted run's packages first (a refused one is aborted)
     last_error: PipelineStepFailed | None = None
     for attempt in range(1, attempts + 1):
         source = make_source()
