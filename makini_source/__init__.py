@@ -30,6 +30,7 @@ import httpx
 from dlt.common.typing import TSecretStrValue
 from dlt.extract import DltResource
 
+from makini_source.accounts import Account, ConnectionInactive, DiscoveredConnection
 from makini_source.catalogue import Entity, select
 from makini_source.client import MakiniClient, RetryPolicy, check_token
 from makini_source.connection import Connection
@@ -44,6 +45,7 @@ from makini_source.exceptions import (
 )
 from makini_source.load_id import stamp_load_id
 from makini_source.reading import EntityRead, ReadOptions
+from makini_source.report import RunReport
 from makini_source.settings import DEFAULT_BASE_URL, DEFAULT_CONNECTION_NAME
 from makini_source.window import format_timestamp, to_datetime
 
@@ -69,6 +71,10 @@ def makini_source(
     base_url: str = DEFAULT_BASE_URL,
     connections: dict[str, Any] | None = dlt.secrets.value,
     api_token: TSecretStrValue | None = dlt.secrets.value,
+    client_id: TSecretStrValue | None = dlt.secrets.value,
+    client_secret: TSecretStrValue | None = dlt.secrets.value,
+    connection_keys: list[str] | str | None = None,
+    connection_tags: list[str] | str | None = None,
     entities: list[str] | str | None = None,
     dialect: str = "auto",
     family: str | None = None,
@@ -98,6 +104,14 @@ def makini_source(
             or name -> `{"token": ..., "dialect": ..., "family": ...}` to set those per
             connection. The name lands in every row's `connection_id`.
         api_token: A single token, read as connection `default` (`sources.makini.api_token`).
+        client_id: The account's client id (`sources.makini.client_id`, a secret). With
+            `client_secret`, every connection of the account is discovered and read with a
+            token minted for it (its `connection_id` is its Makini key); configured
+            `connections` are read with their own tokens under their names, and discovery
+            adds every connection whose key is not one of those names.
+        client_secret: The account's client secret (`sources.makini.client_secret`).
+        connection_keys: Discovered connections to read, by key (default: all).
+        connection_tags: Discovered connections to read: those with any of these tags.
         entities: What to load: entity names or paths (`purchase_orders`, `vendors`...),
             `default` (the six: purchase orders with their lines, vendors, materials, sites,
             assets, work orders), `all`, or a family (`erp:*`, `eam:*`). Default: `default`.
@@ -138,7 +152,7 @@ def makini_source(
         ConfigurationError: No connections, an unknown entity, dialect or family, bad dates.
     """
     selected = _select_entities(entities)
-    specs = _connection_specs(connections, api_token, dialect, family)
+    specs = _connection_specs(connections, api_token, dialect, family, require=not client_id)
     if on_permission_denied not in ("skip", "fail"):
         raise ConfigurationError(
             f"on_permission_denied must be 'skip' or 'fail', got {on_permission_denied!r}"
@@ -168,8 +182,34 @@ def makini_source(
         max_response_bytes=max_response_bytes,
         max_wait_seconds=max_wait_seconds,
     )
-    open_connections = [
-        Connection(
+    if bool(client_id) != bool(client_secret):
+        raise ConfigurationError(
+            "account credentials need both sources.makini.client_id and client_secret"
+        )
+    if client_id and client_secret:
+        account = Account(
+            base_url,
+            str(client_id),
+            str(client_secret),
+            retry=retry,
+            transport=transport,
+            allow_insecure_http=allow_insecure_http,
+        )
+        for found in account.connections(_names(connection_keys), _names(connection_tags)):
+            if found.key not in specs:
+                specs[found.key] = {
+                    "token": account.token_for(found.key),
+                    "dialect": dialect,
+                    "family": family,
+                    "profile": found,
+                }
+        if not specs:
+            raise ConfigurationError(
+                "account discovery found no connection (check connection_keys/connection_tags)"
+            )
+    open_connections = []
+    for name, spec in specs.items():
+        connection = Connection(
             name,
             MakiniClient(
                 base_url,
@@ -181,9 +221,13 @@ def makini_source(
             ),
             dialect=spec["dialect"],
             family=spec["family"],
+            profile=spec.get("profile"),
         )
-        for name, spec in specs.items()
-    ]
+        profile = spec.get("profile")
+        if profile is not None and not profile.active:
+            # reported like any failed connection; it never blocks the others
+            connection.fail(_not_active(profile))
+        open_connections.append(connection)
     options = ReadOptions(
         start_date=start_date,
         end_date=end_date,
@@ -194,17 +238,19 @@ def makini_source(
         stop_at_sync_point=stop_at_sync_point,
         lookback_seconds=lookback_seconds,
     )
-    return [_entity_resource(entity, open_connections, options) for entity in selected]
+    report = RunReport(open_connections)
+    return [_entity_resource(entity, open_connections, options, report) for entity in selected]
 
 
 def _entity_resource(
-    entity: Entity, connections: list[Connection], options: ReadOptions
+    entity: Entity, connections: list[Connection], options: ReadOptions, report: RunReport
 ) -> DltResource:
-    """The resource of one entity: its table and its child tables."""
+    """The resource of one entity: its table and its child tables (and, from the last
+    resource to finish, the run's `connections` and `connection_runs` rows)."""
 
     def read_entity() -> Iterator[Any]:
         state = dlt.current.resource_state()
-        yield from EntityRead(entity, connections, options, state, _schema_column_types)
+        yield from EntityRead(entity, connections, options, state, _schema_column_types, report)
 
     resource = dlt.resource(
         read_entity,
@@ -261,6 +307,7 @@ def _connection_specs(
     api_token: str | None,
     dialect: str,
     family: str | None,
+    require: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Connection name -> {token, dialect, family}, from `connections` and `api_token`.
 
@@ -309,12 +356,35 @@ def _connection_specs(
                 "family": family,
             },
         )
-    if not specs:
+    if not specs and require:
         raise ConfigurationError(
-            "no Makini connections configured: set sources.makini.connections (name -> token) "
-            "or sources.makini.api_token in .dlt/secrets.toml or the environment"
+            "no Makini connections configured: set sources.makini.connections (name -> token), "
+            "sources.makini.api_token, or the account's sources.makini.client_id and "
+            "client_secret in .dlt/secrets.toml or the environment"
         )
     return specs
+
+
+def _names(value: list[str] | str | None) -> list[str] | None:
+    """A list setting given as a list or as comma-separated text."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [item.strip() for item in items if str(item).strip()] or None
+
+
+def _not_active(profile: DiscoveredConnection) -> MakiniError:
+    if profile.status == "reauthorization_required":
+        return ReauthorizationRequired(
+            f"connection {profile.key!r} needs reauthorization in Makini (account discovery)",
+            connection=profile.key,
+            entity="system-connections",
+        )
+    return ConnectionInactive(
+        f"connection {profile.key!r} is {profile.status} in Makini (account discovery)",
+        connection=profile.key,
+        entity="system-connections",
+    )
 
 
 def _select_entities(entities: Sequence[str] | str | None) -> list[Entity]:

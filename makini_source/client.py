@@ -142,8 +142,8 @@ class TokenSource(Protocol):
     when it expires or the server refuses it.
     """
 
-    def token(self) -> str:
-        """The token to send now."""
+    def token(self) -> str | None:
+        """The token to send now (None: send none)."""
         ...
 
     def renew(self, refused: str) -> bool:
@@ -224,7 +224,9 @@ class _Auth(httpx.Auth):
         self.source = source
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self.source.token()}"
+        token = self.source.token()
+        if token is not None:  # None: a request that carries no token (an account login)
+            request.headers["Authorization"] = f"Bearer {token}"
         yield request
 
     def __repr__(self) -> str:
@@ -325,16 +327,17 @@ class MakiniClient:
     ) -> Response:
         started = time.monotonic()
         attempt = 0
-        renewed = False
+        renewals = 0
         while True:
             attempt += 1
             try:
                 return self._send_once(method, path, params, body, entity)
             except ReauthorizationRequired as exc:
                 refused = self._auth.source.token()
-                if renewed or not self._auth.source.renew(refused):
+                # a minted token may expire between minting and use: twice, not forever
+                if renewals >= 2 or refused is None or not self._auth.source.renew(refused):
                     raise
-                renewed = True
+                renewals += 1
                 logger.info("%s: token refused, minted a new one: %s", self.connection, exc)
             except RetriableAPIError as exc:
                 elapsed = time.monotonic() - started

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from makini_source.accounts import DiscoveredConnection
 from makini_source.client import MakiniClient
 from makini_source.dialects import Dialect, SyncPoint, detect
 from makini_source.dialects.base import ERROR, SYNCING
@@ -26,6 +27,8 @@ class Connection:
         client: Its HTTP client.
         dialect: `auto`, `v1` or `unified`.
         family: `erp` or `eam`, or None to find out.
+        profile: What account discovery said of it (name, status, tags...), if it was found
+            that way.
 
     Attributes:
         failure: The error that stopped the connection in this run, if any.
@@ -36,10 +39,16 @@ class Connection:
     """
 
     def __init__(
-        self, name: str, client: MakiniClient, dialect: str = "auto", family: str | None = None
+        self,
+        name: str,
+        client: MakiniClient,
+        dialect: str = "auto",
+        family: str | None = None,
+        profile: DiscoveredConnection | None = None,
     ) -> None:
         self.name = name
         self.client = client
+        self.profile = profile
         self.failure: MakiniError | None = None
         self.rows: dict[str, int] = {}
         self.notes: list[str] = []
@@ -77,6 +86,13 @@ class Connection:
                     )
                 self._resolved = (dialect, point)
             return self._resolved
+
+    def count_deletes(self, entity: str, found: int, requests: int) -> None:
+        """Counts deleted records found for `entity`, and the requests that found them."""
+        with self._lock:
+            if found:
+                self.deletes_found[entity] = self.deletes_found.get(entity, 0) + found
+            self.delete_requests += requests
 
     def count_rows(self, table: str, rows: int) -> None:
         """Counts rows read for `table` (for progress and summaries)."""

@@ -146,7 +146,7 @@ class DeleteFinder:
     ) -> None:
         self._dialect = dialect
         self._client = client
-        self._entity = entity
+        self.entity = entity
         self._connection = connection
         self._lower = window.modified_after
         self._read = read
@@ -160,7 +160,7 @@ class DeleteFinder:
         try:
             live = [
                 (order, key)
-                for order, key in self._destination.live(self._entity.table, self._connection)
+                for order, key in self._destination.live(self.entity.table, self._connection)
                 if key not in self._read
             ]
             if not live or self._lower is None:
@@ -175,7 +175,7 @@ class DeleteFinder:
                 yield from pages
             gone: list[str] = []
             for key in suspects:
-                record = self._dialect.get_record(self._client, self._entity, key)
+                record = self._dialect.get_record(self._client, self.entity, key)
                 if record is None:
                     gone.append(key)
                 else:
@@ -186,7 +186,7 @@ class DeleteFinder:
             self.requests = self._client.stats.requests - started
 
     def _count(self, after: str | None, before: str | None) -> int:
-        return self._dialect.count(self._client, self._entity, after, before)
+        return self._dialect.count(self._client, self.entity, after, before)
 
     def _compare(
         self, rows: list[tuple[Any, str]], after: str | None, before: str
@@ -220,7 +220,7 @@ class DeleteFinder:
         pages: list[Page] = []
         known = {key for _, key in rows}
         for page in self._dialect.pages(
-            self._client, self._entity, window, 100, PageDecoder(self._entity)
+            self._client, self.entity, window, 100, PageDecoder(self.entity)
         ):
             keys = [key for key, _ in page.decoded.keys_and_times("updatedAt")]
             listed.update(keys)
@@ -235,11 +235,11 @@ class DeleteFinder:
 
         body = orjson.dumps({"data": [record]})
         decoded = DecodedPage([record], {}, body)
-        return Page(decoded, None, f"GET {self._entity.path}/{record.get('key')}", 1)
+        return Page(decoded, None, f"GET {self.entity.path}/{record.get('key')}", 1)
 
     def _tables(self, keys: list[str]) -> PageTables:
         """The rows that record the deletes of `keys`."""
-        entity, connection = self._entity, self._connection
+        entity, connection = self.entity, self._connection
         found_at = datetime.now(timezone.utc)
         if self._hard_delete:
             main = pa.table(

@@ -47,6 +47,7 @@ from makini_source.records import (
     SupersededChildren,
     settle_batch_types,
 )
+from makini_source.report import RunReport
 from makini_source.settings import (
     BATCH_ROWS,
     CONNECTION_COLUMN,
@@ -106,6 +107,7 @@ class EntityRead:
         options: How to read.
         state: The resource's state: `watermarks` per connection live here.
         known_types: Column name -> dlt data type of a table, as the schema knows it.
+        report: The run's report, told when this entity is done.
     """
 
     def __init__(
@@ -115,8 +117,10 @@ class EntityRead:
         options: ReadOptions,
         state: dict[str, Any],
         known_types: Any,
+        report: RunReport | None = None,
     ) -> None:
         self.entity = entity
+        self._report = report
         self.options = options
         self._watermarks: dict[str, str] = state.setdefault("watermarks", {})
         self._connections = [c for c in connections if c.failure is None]
@@ -160,6 +164,8 @@ class EntityRead:
                 if batch.rows >= BATCH_ROWS:
                     yield from batch.flush()
             yield from batch.flush()
+            if self._report is not None:
+                yield from self._report.finished(self.entity.table)
         finally:
             fanin.close()
             release_unused_memory()  # before the load step needs memory of its own
@@ -266,10 +272,7 @@ class EntityRead:
             return
         if isinstance(value, Found):
             read.tables.append(value.tables)
-            connection = read.connection
-            connection.deletes_found[self.entity.name] = (
-                connection.deletes_found.get(self.entity.name, 0) + value.deleted
-            )
+            read.connection.count_deletes(self.entity.name, value.deleted, 0)
             return
         assert isinstance(value, Page)
         self._collect(read, read.batcher.add(value.decoded, value.request_id))
@@ -351,7 +354,7 @@ class EntityRead:
         try:
             yield from finder
         finally:
-            connection.delete_requests += finder.requests
+            connection.count_deletes(finder.entity.name, 0, finder.requests)
 
     def _failed(self, read: _ConnectionRead, error: BaseException, fanin: FanIn) -> None:
         """Isolates a connection's failure: it stops, the others go on."""
