@@ -39,13 +39,15 @@ def print_run_summary(source: Any, elapsed: float) -> None:
             if connection.rows.get(table):
                 print(f"{connection.name:<14} {table:<28} {connection.rows[table]:>10,}")
     print(
-        f"\n{'connection':<14} {'requests':>9} {'retries':>8} {'429s':>6} {'throttled':>10}  status"
+        f"\n{'connection':<14} {'requests':>9} {'retries':>8} {'429s':>6} {'throttled':>10} "
+        f"{'backoff':>8}  status"
     )
     for connection in counters:
         status = "ok" if connection.failure is None else "FAILED (see below)"
         print(
             f"{connection.name:<14} {connection.requests:>9,} {connection.retries:>8} "
-            f"{connection.rate_limited:>6} {connection.throttle_seconds:>9.1f}s  {status}"
+            f"{connection.rate_limited:>6} {connection.throttle_seconds:>9.1f}s "
+            f"{connection.backoff_seconds:>7.1f}s  {status}"
         )
     for connection in counters:
         print(f"\n{connection.name}: {connection.dialect}")

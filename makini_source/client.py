@@ -365,17 +365,15 @@ class MakiniClient:
                     ) from None
                 self.stats.retries += 1
                 logger.warning("%s; retry %d in %.2fs", exc, attempt, delay)
-                if isinstance(exc, RateLimitError):
-                    # the limiter holds this connection's next request exactly as asked
-                    self.limiter.pause(delay, rate_limited=True)
-                else:
-                    self.stats.backoff_seconds += delay
-                    self.limiter.pause(delay)
+                # the limiter holds this connection's next request: exactly as a 429 asks, or
+                # for the backoff (counted in ClientStats.backoff_seconds, not as throttling)
+                self.limiter.pause(delay, rate_limited=isinstance(exc, RateLimitError))
 
     def _send_once(
         self, method: str, path: str, params: Mapping[str, Any], body: Any, entity: str
     ) -> Response:
         self.stats.throttle_seconds += self.limiter.acquire()
+        self.stats.backoff_seconds = self.limiter.backoff_seconds
         url = _describe(method, path, params)
         context: dict[str, Any] = {"connection": self.connection, "entity": entity, "url": url}
         self.stats.requests += 1
