@@ -1,13 +1,22 @@
-"""Small helpers both dialects use: decoding a list answer, contract errors, sync times."""
+"""Small helpers both dialects use: decoding a list answer, reading a sync status, contract
+errors, sync times."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
 from makini_source.catalogue import Entity
 from makini_source.client import MakiniClient, Response
 from makini_source.columnar import DecodedPage, NotAListAnswer, PageDecoder, read_json_page
-from makini_source.exceptions import ConfigurationError, ContractViolationError
+from makini_source.dialects.base import REAUTHORIZATION_REQUIRED, UNKNOWN
+from makini_source.exceptions import (
+    ConfigurationError,
+    ContractViolationError,
+    ReauthorizationRequired,
+)
 from makini_source.window import format_timestamp
 
 
@@ -68,3 +77,63 @@ def sync_time(value: object, client: MakiniClient, response: Response, field: st
         raise contract_error(
             f"{field} {value!r} is not a timestamp", client, response, "sync-status", field
         ) from None
+
+
+@dataclass(frozen=True)
+class SyncStatusAnswer:
+    """A sync status answer read the same way in both dialects."""
+
+    data: dict[str, Any]
+    state: str
+    reported: str | None
+    time: str | None
+    system: str | None
+
+
+def read_sync_status(
+    client: MakiniClient,
+    path: str,
+    entity: str,
+    fields: tuple[str, str, str],
+    states: dict[str, str],
+    reauthorization: str,
+) -> SyncStatusAnswer:
+    """GETs a sync status and reads its `data` object.
+
+    Args:
+        client: The connection's client.
+        path: The sync status path.
+        entity: Its name in errors.
+        fields: The names of its status, time and system fields.
+        states: The dialect's status words -> normalized states.
+        reauthorization: Why a status asking for reauthorization fails the connection.
+
+    Raises:
+        ReauthorizationRequired: The status asks for reauthorization.
+        ContractViolationError: No `data` object, or an unreadable time.
+    """
+    status_field, time_field, system_field = fields
+    response = client.get(path, entity=entity)
+    body = response.json(entity, client.connection)
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, dict):
+        raise contract_error(
+            f"{entity} answer has no 'data' object", client, response, entity, "data"
+        )
+    reported = data.get(status_field)
+    state = states.get(reported, UNKNOWN) if isinstance(reported, str) else UNKNOWN
+    if state == REAUTHORIZATION_REQUIRED:
+        raise ReauthorizationRequired(
+            f"connection {client.connection!r} needs reauthorization ({reauthorization})",
+            connection=client.connection,
+            entity=entity,
+            request_id=response.request_id,
+        )
+    system = data.get(system_field)
+    return SyncStatusAnswer(
+        data,
+        state,
+        reported if isinstance(reported, str) else None,
+        sync_time(data.get(time_field), client, response, time_field),
+        system if isinstance(system, str) else None,
+    )

@@ -25,13 +25,12 @@ from makini_source.dialects.base import (
     ERROR,
     REAUTHORIZATION_REQUIRED,
     SYNCING,
-    UNKNOWN,
     Page,
     Probe,
     SyncPoint,
 )
-from makini_source.dialects.common import contract_error, decode_page, sync_time
-from makini_source.exceptions import BadRequestError, NotFoundError, ReauthorizationRequired
+from makini_source.dialects.common import contract_error, decode_page, read_sync_status
+from makini_source.exceptions import BadRequestError, NotFoundError
 from makini_source.paginator import KeysetWalk
 from makini_source.settings import UNIFIED_LOOKBACK_SECONDS
 from makini_source.window import Window
@@ -90,34 +89,17 @@ class UnifiedDialect:
                 credentials are invalid).
             ContractViolationError: No `data` object, or an unreadable `sync_updated_at`.
         """
-        response = client.get(SYNC_STATUS_PATH, entity="integrations")
-        body = response.json("integrations", client.connection)
-        data = body.get("data") if isinstance(body, dict) else None
-        if not isinstance(data, dict):
-            raise contract_error(
-                "integrations answer has no 'data' object", client, response, "integrations", "data"
-            )
-        reported = data.get("sync_status")
-        state = _STATES.get(reported, UNKNOWN) if isinstance(reported, str) else UNKNOWN
-        if state == REAUTHORIZATION_REQUIRED:
-            raise ReauthorizationRequired(
-                f"connection {client.connection!r} needs reauthorization (sync_status 'fail': "
-                "the connected system's credentials are invalid)",
-                connection=client.connection,
-                entity="integrations",
-                request_id=response.request_id,
-            )
-        updated = sync_time(data.get("sync_updated_at"), client, response, "sync_updated_at")
-        provider = data.get("provider")
-        return SyncPoint(
-            state=state,
-            # only a finished sync guarantees anything; in progress or failed: keep the
-            # stored point
-            complete_until=updated if state == COMPLETE else None,
-            reported=reported if isinstance(reported, str) else None,
-            reported_at=updated,
-            system=provider if isinstance(provider, str) else None,
+        answer = read_sync_status(
+            client,
+            SYNC_STATUS_PATH,
+            "integrations",
+            ("sync_status", "sync_updated_at", "provider"),
+            _STATES,
+            "sync_status 'fail': the connected system's credentials are invalid",
         )
+        # only a finished sync guarantees anything; in progress or failed: keep the stored point
+        complete = answer.time if answer.state == COMPLETE else None
+        return SyncPoint(answer.state, complete, answer.reported, answer.time, answer.system)
 
     def serves(self, entity: Entity) -> bool:
         return self.family in entity.families
