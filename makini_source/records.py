@@ -487,7 +487,7 @@ class RecordConverter:
         for path in undeclared:
             self._add_inferred(plan, columns, path, flat_columns[path])
         # key columns are NOT NULL in the dlt schema; say so in the Arrow schema too
-        not_null = {CONNECTION_COLUMN, "key"} | {
+        not_null = {CONNECTION_COLUMN, "key", POSITION_COLUMN} | {
             name for name in plan.fixed if name.endswith("_key")
         }
         schema = pa.schema(
