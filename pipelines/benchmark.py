@@ -520,6 +520,7 @@ class RequestCounter(httpx.HTTPTransport):
 
     Attributes:
         kinds: Requests per kind.
+        kinds_by_entity: Requests per entity path and kind (`integrations` for the status).
         listing_filters: Per entity path, the filters of its first listing page (an
             incremental run's window; a first sync's time slices start at different points).
     """
@@ -528,6 +529,7 @@ class RequestCounter(httpx.HTTPTransport):
         super().__init__()
         self._lock = threading.Lock()
         self.kinds: dict[str, int] = {}
+        self.kinds_by_entity: dict[str, dict[str, int]] = {}
         self.listing_filters: dict[str, dict[str, str]] = {}
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -535,11 +537,15 @@ class RequestCounter(httpx.HTTPTransport):
         params = dict(request.url.params)
         # the delete finder runs on a listing thread of its own, named "...-deletes"
         kind = request_kind(path, params, threading.current_thread().name.endswith("-deletes"))
+        segments = path.strip("/").split("/")  # api, family, entity[, key]
+        entity = "integrations" if kind == "sync_status" else segments[2]
         with self._lock:
             self.kinds[kind] = self.kinds.get(kind, 0) + 1
+            per_entity = self.kinds_by_entity.setdefault(entity, {})
+            per_entity[kind] = per_entity.get(kind, 0) + 1
             if kind == "listing_page":
                 filters = {k: v for k, v in params.items() if k.startswith("filter[")}
-                self.listing_filters.setdefault(path.rstrip("/").split("/")[-1], filters)
+                self.listing_filters.setdefault(entity, filters)
         return super().handle_request(request)
 
 
@@ -597,6 +603,7 @@ def mode_makini(args: dict[str, Any]) -> dict[str, Any]:
             deletes_found=ours.deletes_found,
             notes=ours.notes,
             request_kinds=counter.kinds,
+            request_kinds_by_entity=counter.kinds_by_entity,
             listing_filters=counter.listing_filters,
         )
     return result
@@ -1002,8 +1009,8 @@ def request_overheads(run: dict[str, Any]) -> dict[str, Any]:
         `counted` (every request, by `RequestCounter`), `sandbox_requests` (the sandbox's
         count), `page_walk` (what a `page += 1` walk of the same listings sends), `extra`
         (counted - page_walk), `listing_extra` (listing pages and tie walks beyond the page
-        walk: what exactness costs), `delete_detection`, `setup`, `kinds`, and the source's
-        own `delete_requests` and `deletes_found`.
+        walk: what exactness costs), `delete_detection`, `setup`, `kinds` (also
+        `kinds_by_entity`), and the source's own `delete_requests` and `deletes_found`.
     """
     kinds = run["request_kinds"]
     counted = sum(kinds.values())
@@ -1021,6 +1028,7 @@ def request_overheads(run: dict[str, Any]) -> dict[str, Any]:
         "delete_detection": total(DELETE_KINDS),
         "setup": total(SETUP_KINDS),
         "kinds": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
+        "kinds_by_entity": run["request_kinds_by_entity"],
         "delete_requests": run["delete_requests"],
         "deletes_found": {t: n for t, n in run["deletes_found"].items() if n},
     }
