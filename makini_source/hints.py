@@ -34,6 +34,13 @@ def replaced_per_connection(entity: Entity) -> bool:
     return entity.cursor_field is None or entity.primary_key is None
 
 
+def cursor_column(entity: Entity) -> str | None:
+    """The column of the entity's cursor field (`updated_at`, `created_at`), if it has one."""
+    if entity.cursor_field is None:
+        return None
+    return "updated_at" if entity.cursor_field == "updatedAt" else "created_at"
+
+
 def main_hints(entity: Entity, hard_delete: bool) -> Any:
     """Hints of an entity's own table."""
     columns: dict[str, Any] = {CONNECTION_COLUMN: _not_null_text()}
@@ -53,9 +60,8 @@ def main_hints(entity: Entity, hard_delete: bool) -> Any:
             columns=columns,
             file_format="parquet",
         )
-    time_column = "updated_at" if entity.cursor_field == "updatedAt" else "created_at"
     columns["key"] = _not_null_text()
-    columns[time_column] = {"dedup_sort": "desc"}
+    columns[str(cursor_column(entity))] = {"dedup_sort": "desc"}
     if hard_delete:
         # tombstones (v1), soft deletes and deletes found by a run (unified) all set it
         columns["deleted_at"] = {"hard_delete": True}
