@@ -234,8 +234,10 @@ class UnifiedDialect:
             )
         return data
 
-    def raw_tables(self, client: MakiniClient) -> list[str]:
-        """The names of the connected system's raw tables (`GET /api/raw/tables`).
+    def raw_tables(self, client: MakiniClient) -> dict[str, dict[str, str]]:
+        """The connected system's raw tables (`GET /api/raw/tables`): name -> the types
+        the listing gives its columns (`string`, `integer`, `mixed`...; empty where it
+        gives none).
 
         Raises:
             ContractViolationError: The answer is not a `data` list of tables with names.
@@ -248,10 +250,20 @@ class UnifiedDialect:
             raise contract_error(
                 "raw tables answer has no 'data' list", client, response, label, "data"
             )
-        names = [table.get("name") if isinstance(table, dict) else None for table in tables]
-        if not all(isinstance(name, str) and name for name in names):
-            raise contract_error("a raw table has no 'name'", client, response, label, "data.name")
-        return [str(name) for name in names]
+        result: dict[str, dict[str, str]] = {}
+        for table in tables:
+            name = table.get("name") if isinstance(table, dict) else None
+            if not isinstance(name, str) or not name:
+                raise contract_error(
+                    "a raw table has no 'name'", client, response, label, "data.name"
+                )
+            columns = table.get("columns")
+            result[name] = {
+                str(column["name"]): str(column.get("type"))
+                for column in (columns if isinstance(columns, list) else [])
+                if isinstance(column, dict) and isinstance(column.get("name"), str)
+            }
+        return result
 
     def raw_rows(self, client: MakiniClient, table: str) -> list[dict[str, Any]]:
         """Every row of a raw table, read whole (`GET /api/raw/tables/{table}/data`).
