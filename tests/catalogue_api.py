@@ -17,10 +17,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
+import dlt
 import orjson
-from conftest import Loader, Sandbox, parse_api_time
+from conftest import Sandbox, parse_api_time
 from dlt.common.normalizers.naming.snake_case import NamingConvention
 
 from makini_source.catalogue import POSITION_COLUMN, Child, Entity, Field
@@ -242,12 +243,19 @@ def _same_inferred(held: Any, value: Any) -> bool:
 # --- the comparison ------------------------------------------------------------------------
 
 
-def table_rows(loader: Loader, table: str) -> list[dict[str, Any]]:
+class HasPipeline(Protocol):
+    """A `Loader`, or anything else that holds the pipeline to read."""
+
+    @property
+    def pipeline(self) -> dlt.Pipeline: ...
+
+
+def table_rows(loader: HasPipeline, table: str) -> list[dict[str, Any]]:
     """Every row of a destination table (none if it was never created)."""
     return read_tables(loader, [table])[table]
 
 
-def read_tables(loader: Loader, tables: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+def read_tables(loader: HasPipeline, tables: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
     """Every row of each table (none for a table never created), through one SQL client."""
     existing = set(loader.pipeline.default_schema.data_table_names())
     result: dict[str, list[dict[str, Any]]] = {table: [] for table in tables}
@@ -263,7 +271,7 @@ def read_tables(loader: Loader, tables: Iterable[str]) -> dict[str, list[dict[st
 
 
 def assert_catalogue_matches_api(
-    loader: Loader,
+    loader: HasPipeline,
     sandbox: Sandbox,
     entities: Iterable[Entity],
     *,

@@ -9,9 +9,12 @@ in the catalogue is tested without a line changed here.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import dlt
 import httpx
 import pytest
 from catalogue_api import (
@@ -27,6 +30,7 @@ from conftest import Loader, Sandbox, assert_destination_matches_api, small_conn
 from makini_sandbox import SandboxConfig
 from makini_source import connection_failures, makini_source, source_connections
 from makini_source.catalogue import Entity, load_catalogue, select
+from makini_source.cli import main
 from makini_source.hints import replaced_per_connection
 
 ALL = list(load_catalogue().values())
@@ -52,7 +56,7 @@ def served_tables(sandbox: Sandbox, entities: list[Entity]) -> set[str]:
     return {t for e in entities if served & set(e.families) for t in e.tables}
 
 
-def loaded_tables(loader: Loader) -> set[str]:
+def loaded_tables(loader: Any) -> set[str]:
     return set(loader.pipeline.default_schema.data_table_names())
 
 
@@ -164,6 +168,29 @@ def test_declared_column_types_land_as_declared(sandbox: Sandbox, tmp_path: Path
                     wrong.append(f"{table}.{column}: {landed[table].get(column)}, declared {kind}")
     assert not wrong, "\n".join(wrong)
     assert checked > 1000  # every column of 55 entities and their child tables
+
+
+def test_the_command_line_loads_all_of_both_families_and_raw_tables(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    monkeypatch.setenv("SOURCES__MAKINI__BASE_URL", sandbox.url)
+    monkeypatch.setenv("SOURCES__MAKINI__DIALECT", "unified")
+    monkeypatch.setenv("SOURCES__MAKINI__CONNECTIONS", json.dumps(sandbox.tokens))
+    database = tmp_path / "cli.duckdb"
+    paths = ["--duckdb-path", str(database), "--pipelines-dir", str(tmp_path / "p")]
+    args = ["run", "--entities", "all", "--raw-tables", "ekko", "--no-progress", *paths]
+    assert main([*args, "--pipeline-name", "cli_all"]) == 0
+    out = capsys.readouterr().out
+    assert "raw__ekko" in out and "invoices__line_items" in out  # rows read, per table
+    pipeline = dlt.pipeline(
+        "cli_all",
+        pipelines_dir=str(tmp_path / "p"),
+        destination=dlt.destinations.duckdb(str(database)),
+        dataset_name="makini_data",
+    )
+    attached = SimpleNamespace(pipeline=pipeline)
+    assert loaded_tables(attached) == served_tables(sandbox, ALL) | {"raw__ekko"}
+    assert_catalogue_matches_api(attached, sandbox, ALL)
 
 
 # --- selections and v1 ------------------------------------------------------------------------
