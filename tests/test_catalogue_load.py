@@ -353,12 +353,13 @@ def test_a_keyless_listing_that_changes_under_the_walk_is_read_again(
 # --- entities with only createdAt -----------------------------------------------------------
 
 
+@pytest.mark.postgres
 def test_entities_with_only_created_at_load_incrementally_on_it(
-    sandbox: Sandbox, tmp_path: Path
+    loader: Loader, sandbox: Sandbox
 ) -> None:
     created_only = [e for e in ALL if e.cursor_field == "createdAt"]
     assert created_only
-    loader = unified(sandbox, tmp_path)
+    loader.dialect = "unified"
     run(loader, entities=[e.name for e in created_only])
     assert_catalogue_matches_api(loader, sandbox, created_only)
     deleted: dict[str, dict[str, int]] = {}  # connection -> entity -> records deleted

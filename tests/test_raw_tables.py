@@ -209,8 +209,8 @@ def test_every_raw_table_loads_untyped_and_each_run_replaces_a_connections_rows(
     assert_raw_tables_match_api(loader, sandbox, ["acme", "globex"])
 
 
-def test_a_selection_loads_only_the_tables_named(sandbox: Sandbox, tmp_path: Path) -> None:
-    loader = Loader(sandbox, tmp_path)
+@pytest.mark.postgres
+def test_a_selection_loads_only_the_tables_named(loader: Loader, sandbox: Sandbox) -> None:
     source = run(loader, raw_tables="ekko, Asset, NOPE")
     raw = {t for t in loader.pipeline.default_schema.data_table_names() if t.startswith("raw__")}
     assert raw == {"raw__ekko", "raw__asset"}
