@@ -44,6 +44,7 @@ from makini_source.exceptions import (
     ReauthorizationRequired,
 )
 from makini_source.load_id import stamp_load_id
+from makini_source.raw_tables import raw_table_selection, raw_tables_resource
 from makini_source.reading import EntityRead, ReadOptions
 from makini_source.report import RunReport
 from makini_source.settings import DEFAULT_BASE_URL, DEFAULT_CONNECTION_NAME
@@ -94,6 +95,7 @@ def makini_source(
     max_slices: int = 2,
     stop_at_sync_point: bool = False,
     lookback_seconds: float | None = None,
+    raw_tables: bool | str | list[str] | None = False,
     transport: Any | None = None,
 ) -> Sequence[DltResource]:
     """Reads every configured Makini connection.
@@ -142,16 +144,22 @@ def makini_source(
         lookback_seconds: Re-read this margin before the stored watermark on every run.
             Default: none for v1, 10 minutes for unified connections (whose sync point's
             meaning is not verified).
+        raw_tables: Also load the connected systems' raw tables (unified connections only):
+            True or `all` for every table each connection lists, or table names (`EKKO`,
+            any case). Each lands in `raw__<table>` with `connection_id`, untyped (dlt infers
+            the columns), every connection's rows replaced on every run. Default: none.
         transport: An httpx transport for every client (tests and proxies; not from config).
 
     Returns:
         One resource per selected entity; each also fills its child tables
-        (`purchase_orders` fills `purchase_order_line_items`).
+        (`purchase_orders` fills `purchase_order_line_items`). With `raw_tables`, one more
+        (`raw_tables`) fills a table per raw table.
 
     Raises:
         ConfigurationError: No connections, an unknown entity, dialect or family, bad dates.
     """
     selected = _select_entities(entities)
+    raw_selection = raw_table_selection(raw_tables)
     specs = _connection_specs(connections, api_token, dialect, family, require=not client_id)
     if on_permission_denied not in ("skip", "fail"):
         raise ConfigurationError(
@@ -239,7 +247,12 @@ def makini_source(
         lookback_seconds=lookback_seconds,
     )
     report = RunReport(open_connections)
-    return [_entity_resource(entity, open_connections, options, report) for entity in selected]
+    resources = [_entity_resource(entity, open_connections, options, report) for entity in selected]
+    if raw_selection is None or raw_selection:
+        resources.append(
+            raw_tables_resource(open_connections, raw_selection, on_permission_denied, report)
+        )
+    return resources
 
 
 def _entity_resource(

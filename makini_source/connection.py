@@ -54,6 +54,7 @@ class Connection:
         self.notes: list[str] = []
         self.deletes_found: dict[str, int] = {}
         self.delete_requests = 0
+        self._skipped: dict[str, tuple[int, list[str]]] = {}  # reason -> (its note, entities)
         self._dialect_choice = dialect
         self._family = family
         self._resolved: tuple[Dialect, SyncPoint] | None = None
@@ -105,6 +106,24 @@ class Connection:
             if text not in self.notes:
                 self.notes.append(text)
                 logger.warning("connection %s: %s", self.name, text)
+
+    def skip(self, entity: str, reason: str) -> None:
+        """Notes that `entity` is not read for this connection. One note per reason lists
+        every entity skipped for it (`--entities all` on a v1 connection: one line, not 49)."""
+        with self._lock:
+            index, entities = self._skipped.setdefault(reason, (len(self.notes), []))
+            if entity in entities:
+                return
+            entities.append(entity)
+            entities.sort()
+            text = f"{', '.join(entities)} skipped: {reason}"
+            if len(entities) > 1:
+                text = f"{len(entities)} entities skipped ({reason}): {', '.join(entities)}"
+            if index == len(self.notes):
+                self.notes.append(text)
+            else:
+                self.notes[index] = text
+            logger.info("connection %s: %s skipped: %s", self.name, entity, reason)
 
     def fail(self, error: MakiniError) -> None:
         """Marks the connection failed for the rest of the run (the first error is kept)."""

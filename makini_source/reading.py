@@ -10,12 +10,17 @@ and the other connections load.
 When all listings of a connection have ended, its part is finished: marker rows for the
 children of superseded versions, the deletes a unified connection must find itself
 (`deletes.py`), then the watermark for the next run.
+
+An entity replaced per connection (no time to follow: `uom`) holds each connection's rows
+until its listing is complete: they replace all of that connection's rows, so a listing cut
+short by a failure must load nothing rather than half.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -24,10 +29,10 @@ import dlt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from makini_source.catalogue import Entity
+from makini_source.catalogue import Entity, load_catalogue
 from makini_source.columnar import PageDecoder
 from makini_source.connection import Connection
-from makini_source.deletes import DeleteFinder, Destination, Found
+from makini_source.deletes import SHARED_CLIENTS, DeleteFinder, Destination, Found
 from makini_source.dialects.base import Dialect, Page
 from makini_source.dialects.unified import UnifiedDialect
 from makini_source.exceptions import (
@@ -78,7 +83,7 @@ class ReadOptions:
 
 @dataclass
 class _Skipped:
-    """A listing's note that the connection does not serve the entity."""
+    """A listing's note that the connection does not serve the entity, and why."""
 
     reason: str
 
@@ -93,6 +98,7 @@ class _ConnectionRead:
     superseded: SupersededChildren
     window: Window | None = None
     skipped: bool = False
+    complete: bool = False  # every listing ended and the rows are final
     finding_deletes: bool = False
     tables: list[PageTables] = field(default_factory=list)
     keys: list[pa.Array] = field(default_factory=list)  # every key read (for deletes)
@@ -124,6 +130,7 @@ class EntityRead:
         self.options = options
         self._watermarks: dict[str, str] = state.setdefault("watermarks", {})
         self._connections = [c for c in connections if c.failure is None]
+        self._replaced = replaced_per_connection(entity)
         self._known_types = known_types
         # one type per inferred column for every connection's pages (custom fields differ per
         # connection): the first page converted settles it, see RecordConverter
@@ -146,6 +153,16 @@ class EntityRead:
                 name=f"makini-{connection.name}-{self.entity.name}",
             )
         batch = _Batch(self._hints, self._settled)
+        with ExitStack() as stack:
+            if self._pipeline is not None:
+                # one destination client for every delete finder of the run
+                stack.enter_context(SHARED_CLIENTS.lease(self._pipeline))
+            yield from self._events(fanin, reads, batch)
+
+    def _events(
+        self, fanin: FanIn, reads: dict[str, _ConnectionRead], batch: _Batch
+    ) -> Iterator[Any]:
+        """Every listing's events, turned into dlt items."""
         try:
             for event in fanin.events():
                 read = reads[str(event.owner)]
@@ -158,6 +175,8 @@ class EntityRead:
                         self._finish(read, fanin)
                 except (MakiniAPIError, ContractViolationError) as exc:
                     self._failed(read, exc, fanin)  # a page that does not convert
+                if self._replaced and not read.complete:
+                    continue  # held until the connection's listing is complete
                 for tables in read.tables:
                     batch.add(tables, read.connection, self.entity)
                 read.tables.clear()
@@ -179,11 +198,10 @@ class EntityRead:
         dialect, point = connection.resolve()
         entity = self.entity
         if not dialect.serves(entity):
-            family = f"the {dialect.family} family" if dialect.family else f"{dialect.name}"
-            yield _Skipped(f"{entity.name} skipped: not served by {family}")
+            yield _Skipped(_not_served(dialect))
             return
         options = self.options
-        if replaced_per_connection(entity):
+        if self._replaced:
             window = Window(None, None, None)  # read whole, every run
         else:
             lookback = options.lookback_seconds
@@ -268,7 +286,7 @@ class EntityRead:
             return
         if isinstance(value, _Skipped):
             read.skipped = True
-            read.connection.note(value.reason)
+            read.connection.skip(self.entity.name, value.reason)
             return
         if isinstance(value, Found):
             read.tables.append(value.tables)
@@ -280,7 +298,7 @@ class EntityRead:
     def _collect(self, read: _ConnectionRead, converted: list[PageTables]) -> None:
         for tables in converted:
             read.superseded.observe(tables)
-            if tables.main is not None:
+            if tables.main is not None and not self._replaced:  # keys find deletes
                 read.keys.append(tables.main.column("key").combine_chunks())
             read.tables.append(tables)
 
@@ -290,6 +308,9 @@ class EntityRead:
         connection = read.connection
         self._collect(read, read.batcher.flush())  # pages read before a failure still load
         if connection.failure is not None or read.skipped or read.window is None:
+            if self._replaced:
+                read.tables.clear()  # half a listing must not replace the connection's rows
+                return
             self._add_markers(read)
             return
         if not read.finding_deletes and self._must_find_deletes(read):
@@ -302,9 +323,10 @@ class EntityRead:
             )
             return  # finished again once the deletes are found
         self._add_markers(read)
-        if replaced_per_connection(self.entity):
+        if self._replaced:
             # the connection's rows are replaced even when it lists nothing now
-            read.tables.append(PageTables(_replace_marker(connection.name)))
+            read.tables.append(PageTables(_replace_marker(connection.name, self.entity)))
+            read.complete = True
         if read.window.next_watermark is not None:
             self._watermarks[connection.name] = read.window.next_watermark
 
@@ -320,7 +342,7 @@ class EntityRead:
             dialect is not None
             and not dialect.has_tombstones
             and isinstance(dialect, UnifiedDialect)
-            and not replaced_per_connection(self.entity)
+            and not self._replaced
             and self.options.end_date is None
             and read.window is not None
             and read.window.modified_after is not None
@@ -439,10 +461,28 @@ def _only_markers(table: pa.Table) -> bool:
     return bool(pc.all(pc.fill_null(table.column(MARKER_COLUMN), False)).as_py())
 
 
-def _replace_marker(connection: str) -> pa.Table:
-    return pa.table(
-        {
-            CONNECTION_COLUMN: pa.array([connection], pa.string()),
-            MARKER_COLUMN: pa.array([True], pa.bool_()),
-        }
+def _not_served(dialect: Dialect) -> str:
+    """Why a connection skips an entity its dialect (or family) does not serve: one reason
+    per dialect and family, so one note lists every entity skipped for it."""
+    if dialect.family:
+        return f"not served by the {dialect.family} family"
+    served = ", ".join(entity.name for entity in load_catalogue().values() if entity.in_v1)
+    return f"not served by the {dialect.name} dialect, which serves only {served}"
+
+
+def _replace_marker(connection: str, entity: Entity) -> pa.Table:
+    """The never-inserted row that makes the merge replace every row of `connection`."""
+    columns = {
+        CONNECTION_COLUMN: pa.array([connection], pa.string()),
+        MARKER_COLUMN: pa.array([True], pa.bool_()),
+    }
+    if entity.primary_key is not None:
+        # `key` is NOT NULL in the record rows' schema: the marker fills it too
+        columns[entity.primary_key] = pa.array([""], pa.string())
+    schema = pa.schema(
+        [
+            pa.field(name, array.type, nullable=name == MARKER_COLUMN)
+            for name, array in columns.items()
+        ]
     )
+    return pa.Table.from_arrays(list(columns.values()), schema=schema)

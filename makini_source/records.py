@@ -486,7 +486,8 @@ class RecordConverter:
                 columns[self._column_name(plan, path) + suffix] = array
         for path in undeclared:
             self._add_inferred(plan, columns, path, flat_columns[path])
-        # key columns are NOT NULL in the dlt schema; say so in the Arrow schema too
+        # key columns (and a child's position, part of its primary key) are NOT NULL in the
+        # dlt schema; say so in the Arrow schema too
         not_null = {CONNECTION_COLUMN, "key", POSITION_COLUMN} | {
             name for name in plan.fixed if name.endswith("_key")
         }

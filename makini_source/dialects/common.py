@@ -8,7 +8,6 @@ from typing import Any
 
 import orjson
 
-from makini_source.catalogue import Entity
 from makini_source.client import MakiniClient, Response
 from makini_source.columnar import DecodedPage, NotAListAnswer, PageDecoder, read_json_page
 from makini_source.dialects.base import REAUTHORIZATION_REQUIRED, UNKNOWN
@@ -36,12 +35,18 @@ def contract_error(
 
 
 def decode_page(
-    decode: PageDecoder | None, client: MakiniClient, entity: Entity, response: Response
+    decode: PageDecoder | None, client: MakiniClient, label: str, response: Response
 ) -> DecodedPage:
     """A list answer's records and envelope.
 
     A body that arrived whole (the client checks its length) but does not parse is a
     contract violation, never retried: another try would get the same bytes.
+
+    Args:
+        decode: The entity's decoder; None parses the records as plain JSON.
+        client: The connection's client.
+        label: What was listed, for errors (the entity's name, `raw-tables/EKKO`).
+        response: The answer.
 
     Raises:
         ContractViolationError: Not JSON, or not an object with a `data` array.
@@ -49,14 +54,14 @@ def decode_page(
     try:
         return decode(response.body) if decode is not None else read_json_page(response.body)
     except NotAListAnswer as exc:
-        raise contract_error(str(exc), client, response, entity.name, "data") from None
+        raise contract_error(str(exc), client, response, label, "data") from None
     except (orjson.JSONDecodeError, ValueError, UnicodeDecodeError) as exc:
         raise contract_error(
             f"{response.status} answer is not valid JSON ({response.headers.get('content-type')}"
             f", {len(response.body)} bytes: {exc})",
             client,
             response,
-            entity.name,
+            label,
             "body",
         ) from None
 

@@ -125,7 +125,7 @@ class V1Dialect:
         response: Response,
         decode: PageDecoder | None,
     ) -> Page:
-        decoded = decode_page(decode, client, entity, response)
+        decoded = decode_page(decode, client, entity.name, response)
         if "next_cursor" not in decoded.envelope:
             raise contract_error(
                 "list answer has no 'next_cursor'", client, response, entity.name, "next_cursor"
