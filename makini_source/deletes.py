@@ -135,7 +135,7 @@ class Destination:
             f" WHERE {CONNECTION_COLUMN} = {_literal(connection)} AND deleted_at IS NULL",
             table,
         )
-        return sorted((time_order(format_timestamp(when) or ""), key) for key, when in rows)
+        return sorted((_order_of(when), key) for key, when in rows)
 
     def rows(self, table: str, column: str, connection: str, keys: list[str]) -> pa.Table | None:
         """Every column of the rows of `connection` whose `column` is one of `keys`, typed as
@@ -360,6 +360,15 @@ def _arrow_type(column: dict[str, Any]) -> pa.DataType:
         "date": pa.date32(),
         "json": pa.string(),
     }.get(str(kind), ARROW_TYPES["text"])
+
+
+def _order_of(when: Any) -> tuple[datetime, int]:
+    """A destination's timestamp as `time_order` orders its text, without the round trip
+    through text (18 us a row: most of an incremental run's delete finding at 100,000 rows)."""
+    if not isinstance(when, datetime):
+        return time_order(format_timestamp(when) or "")
+    when = when.astimezone(timezone.utc) if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when.replace(microsecond=0), when.microsecond * 1000
 
 
 def _literal(value: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -354,3 +354,20 @@ def test_connections_of_one_run_share_settled_column_types() -> None:
     settled = {("vendors", "custom_fields__budget"): pa.float64()}
     odd = settle_batch_types("vendors", [vendors("d", Budget=True)], settled)
     assert odd[0].column("custom_fields__budget__v_bool").to_pylist() == [True]
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime(2024, 5, 1, 12, 3, 4, 123456, tzinfo=timezone.utc),
+        datetime(2024, 5, 1, 12, 3, 4, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2024, 5, 1, 0, 0),  # naive: UTC, as dlt stores it
+        "2024-05-01T12:03:04.5+00:00",  # a destination that answers text
+    ],
+)
+def test_a_destination_time_orders_as_its_text_does(when: Any) -> None:
+    from makini_source.deletes import _order_of
+    from makini_source.paginator import time_order
+    from makini_source.window import format_timestamp
+
+    assert _order_of(when) == time_order(format_timestamp(when) or "")

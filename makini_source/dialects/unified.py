@@ -184,7 +184,9 @@ class UnifiedDialect:
     ) -> int:
         """How many records have their time in `[after, before)` now (`meta.total`)."""
         time_field = entity.cursor_field or "updatedAt"
-        params: dict[str, Any] = {"page": 1, "per_page": 1}
+        # sorted on the filtered field, as the listings are: a server can answer from its
+        # index (the sandbox without a sort scans every record: 57 ms against 1.4 ms a count)
+        params: dict[str, Any] = {f"sort[{time_field}]": 0, "page": 1, "per_page": 1}
         if after:
             params[f"filter[{time_field}:gteq]"] = after
         if before:
