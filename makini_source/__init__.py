@@ -30,6 +30,7 @@ import httpx
 from dlt.common.typing import TSecretStrValue
 from dlt.extract import DltResource
 
+from makini_source.accounts import Account, ConnectionInactive, DiscoveredConnection
 from makini_source.catalogue import Entity, select
 from makini_source.client import MakiniClient, RetryPolicy, check_token
 from makini_source.connection import Connection
@@ -43,7 +44,9 @@ from makini_source.exceptions import (
     ReauthorizationRequired,
 )
 from makini_source.load_id import stamp_load_id
+from makini_source.raw_tables import raw_table_selection, raw_tables_resource
 from makini_source.reading import EntityRead, ReadOptions
+from makini_source.report import RunReport
 from makini_source.settings import (
     DEFAULT_BASE_URL,
     DEFAULT_CONNECTION_NAME,
@@ -74,6 +77,10 @@ def makini_source(
     base_url: str = DEFAULT_BASE_URL,
     connections: dict[str, Any] | None = dlt.secrets.value,
     api_token: TSecretStrValue | None = dlt.secrets.value,
+    client_id: TSecretStrValue | None = dlt.secrets.value,
+    client_secret: TSecretStrValue | None = dlt.secrets.value,
+    connection_keys: list[str] | str | None = None,
+    connection_tags: list[str] | str | None = None,
     entities: list[str] | str | None = None,
     dialect: str = "auto",
     family: str | None = None,
@@ -97,6 +104,7 @@ def makini_source(
     max_slices: int = 2,
     stop_at_sync_point: bool = False,
     lookback_seconds: float | None = None,
+    raw_tables: bool | str | list[str] | None = False,
     transport: Any | None = None,
 ) -> Sequence[DltResource]:
     """Reads every configured Makini connection.
@@ -107,6 +115,14 @@ def makini_source(
             or name -> `{"token": ..., "dialect": ..., "family": ...}` to set those per
             connection. The name lands in every row's `connection_id`.
         api_token: A single token, read as connection `default` (`sources.makini.api_token`).
+        client_id: The account's client id (`sources.makini.client_id`, a secret). With
+            `client_secret`, every connection of the account is discovered and read with a
+            token minted for it (its `connection_id` is its Makini key); configured
+            `connections` are read with their own tokens under their names, and discovery
+            adds every connection whose key is not one of those names.
+        client_secret: The account's client secret (`sources.makini.client_secret`).
+        connection_keys: Discovered connections to read, by key (default: all).
+        connection_tags: Discovered connections to read: those with any of these tags.
         entities: What to load: entity names or paths (`purchase_orders`, `vendors`...),
             `default` (the six: purchase orders with their lines, vendors, materials, sites,
             assets, work orders), `all`, or a family (`erp:*`, `eam:*`). Default: `default`.
@@ -146,17 +162,23 @@ def makini_source(
         lookback_seconds: Re-read this margin before the stored watermark on every run.
             Default: none for v1, 10 minutes for unified connections (whose sync point's
             meaning is not verified).
+        raw_tables: Also load the connected systems' raw tables (unified connections only):
+            True or `all` for every table each connection lists, or table names (`EKKO`,
+            any case). Each lands in `raw__<table>` with `connection_id`, untyped (dlt infers
+            the columns), every connection's rows replaced on every run. Default: none.
         transport: An httpx transport for every client (tests and proxies; not from config).
 
     Returns:
         One resource per selected entity; each also fills its child tables
-        (`purchase_orders` fills `purchase_order_line_items`).
+        (`purchase_orders` fills `purchase_order_line_items`). With `raw_tables`, one more
+        (`raw_tables`) fills a table per raw table.
 
     Raises:
         ConfigurationError: No connections, an unknown entity, dialect or family, bad dates.
     """
     selected = _select_entities(entities)
-    specs = _connection_specs(connections, api_token, dialect, family)
+    raw_selection = raw_table_selection(raw_tables)
+    specs = _connection_specs(connections, api_token, dialect, family, require=not client_id)
     if on_permission_denied not in ("skip", "fail"):
         raise ConfigurationError(
             f"on_permission_denied must be 'skip' or 'fail', got {on_permission_denied!r}"
@@ -195,8 +217,34 @@ def makini_source(
         max_wait_seconds=max_wait_seconds,
         min_wait_seconds=min_wait_seconds,
     )
-    open_connections = [
-        Connection(
+    if bool(client_id) != bool(client_secret):
+        raise ConfigurationError(
+            "account credentials need both sources.makini.client_id and client_secret"
+        )
+    if client_id and client_secret:
+        account = Account(
+            base_url,
+            str(client_id),
+            str(client_secret),
+            retry=retry,
+            transport=transport,
+            allow_insecure_http=allow_insecure_http,
+        )
+        for found in account.connections(_names(connection_keys), _names(connection_tags)):
+            if found.key not in specs:
+                specs[found.key] = {
+                    "token": account.token_for(found.key),
+                    "dialect": dialect,
+                    "family": family,
+                    "profile": found,
+                }
+        if not specs:
+            raise ConfigurationError(
+                "account discovery found no connection (check connection_keys/connection_tags)"
+            )
+    open_connections = []
+    for name, spec in specs.items():
+        connection = Connection(
             name,
             MakiniClient(
                 base_url,
@@ -208,9 +256,13 @@ def makini_source(
             ),
             dialect=spec["dialect"],
             family=spec["family"],
+            profile=spec.get("profile"),
         )
-        for name, spec in specs.items()
-    ]
+        profile = spec.get("profile")
+        if profile is not None and not profile.active:
+            # reported like any failed connection; it never blocks the others
+            connection.fail(_not_active(profile))
+        open_connections.append(connection)
     options = ReadOptions(
         start_date=start_date,
         end_date=end_date,
@@ -223,17 +275,24 @@ def makini_source(
         max_columns_per_table=max_columns_per_table,
         max_empty_pages=max_empty_pages,
     )
-    return [_entity_resource(entity, open_connections, options) for entity in selected]
+    report = RunReport(open_connections)
+    resources = [_entity_resource(entity, open_connections, options, report) for entity in selected]
+    if raw_selection is None or raw_selection:
+        resources.append(
+            raw_tables_resource(open_connections, raw_selection, on_permission_denied, report)
+        )
+    return resources
 
 
 def _entity_resource(
-    entity: Entity, connections: list[Connection], options: ReadOptions
+    entity: Entity, connections: list[Connection], options: ReadOptions, report: RunReport
 ) -> DltResource:
-    """The resource of one entity: its table and its child tables."""
+    """The resource of one entity: its table and its child tables (and, from the last
+    resource to finish, the run's `connections` and `connection_runs` rows)."""
 
     def read_entity() -> Iterator[Any]:
         state = dlt.current.resource_state()
-        yield from EntityRead(entity, connections, options, state, _schema_column_types)
+        yield from EntityRead(entity, connections, options, state, _schema_column_types, report)
 
     resource = dlt.resource(
         read_entity,
@@ -290,6 +349,7 @@ def _connection_specs(
     api_token: str | None,
     dialect: str,
     family: str | None,
+    require: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Connection name -> {token, dialect, family}, from `connections` and `api_token`.
 
@@ -338,12 +398,35 @@ def _connection_specs(
                 "family": family,
             },
         )
-    if not specs:
+    if not specs and require:
         raise ConfigurationError(
-            "no Makini connections configured: set sources.makini.connections (name -> token) "
-            "or sources.makini.api_token in .dlt/secrets.toml or the environment"
+            "no Makini connections configured: set sources.makini.connections (name -> token), "
+            "sources.makini.api_token, or the account's sources.makini.client_id and "
+            "client_secret in .dlt/secrets.toml or the environment"
         )
     return specs
+
+
+def _names(value: list[str] | str | None) -> list[str] | None:
+    """A list setting given as a list or as comma-separated text."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [item.strip() for item in items if str(item).strip()] or None
+
+
+def _not_active(profile: DiscoveredConnection) -> MakiniError:
+    if profile.status == "reauthorization_required":
+        return ReauthorizationRequired(
+            f"connection {profile.key!r} needs reauthorization in Makini (account discovery)",
+            connection=profile.key,
+            entity="system-connections",
+        )
+    return ConnectionInactive(
+        f"connection {profile.key!r} is {profile.status} in Makini (account discovery)",
+        connection=profile.key,
+        entity="system-connections",
+    )
 
 
 def _select_entities(entities: Sequence[str] | str | None) -> list[Entity]:

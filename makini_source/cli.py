@@ -137,6 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated entities, 'all', or a family ('erp:*', 'eam:*'); default: "
         + ", ".join(entity.name for entity in default_entities()),
     )
+    run.add_argument(
+        "--raw-tables",
+        nargs="?",
+        const="all",
+        default=None,
+        metavar="TABLES",
+        help="also load the connected systems' raw tables (unified connections): all, or "
+        "comma-separated names (EKKO,EKPO); each into raw__<table>",
+    )
     run.add_argument("--start-date", default=None, help="first run's lower bound of updatedAt")
     run.add_argument(
         "--end-date", default=None, help="bounded backfill's upper bound; leaves state alone"
@@ -357,6 +366,7 @@ def _source_options(args: argparse.Namespace) -> dict[str, Any]:
         "end_date": args.end_date,
         "hard_delete": True if args.hard_delete else None,
         "page_size": args.page_size,
+        "raw_tables": args.raw_tables,
     }
     return {key: value for key, value in options.items() if value is not None}
 

@@ -35,7 +35,8 @@ def print_run_summary(source: Any, elapsed: float) -> None:
     print(f"\nRun finished in {elapsed:.1f}s. Rows read this run:")
     print(f"{'connection':<14} {'table':<28} {'rows':>10}")
     for connection in counters:
-        for table in TABLES:
+        others = sorted(table for table in connection.rows if table not in TABLES)  # raw tables
+        for table in [*TABLES, *others]:
             if connection.rows.get(table):
                 print(f"{connection.name:<14} {table:<28} {connection.rows[table]:>10,}")
     print(

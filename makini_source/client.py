@@ -36,7 +36,7 @@ from makini_source.exceptions import (
     WaitTooLongError,
 )
 from makini_source.ratelimit import RateLimiter
-from makini_source.redact import register_secret, scrub_logs, server_text
+from makini_source.redact import register_secret, server_text
 
 logger = logging.getLogger("makini_source")
 
@@ -145,8 +145,8 @@ class TokenSource(Protocol):
     when it expires or the server refuses it.
     """
 
-    def token(self) -> str:
-        """The token to send now."""
+    def token(self) -> str | None:
+        """The token to send now (None: send none)."""
         ...
 
     def renew(self, refused: str) -> bool:
@@ -217,9 +217,10 @@ class ClientStats:
         requests: Requests sent, retries included.
         retries: Requests that were retries of a failed one.
         rate_limited: 429 answers.
-        throttle_seconds: Time waited because the server said so: pacing and holds from the
-            rate-limit headers, and the `Retry-After` of 429s and 503s.
-        backoff_seconds: Time waited before retries of our own choosing (exponential backoff).
+        throttle_seconds: Time waited for the rate limit: pacing and holds from the rate-limit
+            headers, and the `Retry-After` of 429s.
+        backoff_seconds: Time waited before other retries (exponential backoff, a 503's
+            `Retry-After`).
         waiting_until: While a request waits to go: until when (`time.monotonic()`); else 0.
     """
 
@@ -242,7 +243,9 @@ class _Auth(httpx.Auth):
         self.source = source
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self.source.token()}"
+        token = self.source.token()
+        if token is not None:  # None: a request that carries no token (an account login)
+            request.headers["Authorization"] = f"Bearer {token}"
         yield request
 
     def __repr__(self) -> str:
@@ -291,7 +294,6 @@ class MakiniClient:
         # a rate-limit hold over max_wait_seconds announced by an answer (which one, for the
         # error the next request raises instead of sleeping)
         self._announced_hold: dict[str, Any] | None = None
-        scrub_logs()
         self._http = httpx.Client(
             base_url=self.base_url,
             auth=self._auth,
@@ -347,18 +349,17 @@ class MakiniClient:
     ) -> Response:
         started = time.monotonic()
         attempt = 0
-        renewed = False
-        backoff = 0.0  # the backoff the next attempt waits first (counted apart from throttling)
+        renewals = 0
         while True:
             attempt += 1
             try:
-                return self._send_once(method, path, params, body, entity, backoff)
+                return self._send_once(method, path, params, body, entity)
             except ReauthorizationRequired as exc:
                 refused = self._auth.source.token()
-                if renewed or not self._auth.source.renew(refused):
+                # a minted token may expire between minting and use: twice, not forever
+                if renewals >= 2 or refused is None or not self._auth.source.renew(refused):
                     raise
-                renewed = True
-                backoff = 0.0
+                renewals += 1
                 logger.info("%s: token refused, minted a new one: %s", self.connection, exc)
             except RetriableAPIError as exc:
                 elapsed = time.monotonic() - started
@@ -390,27 +391,19 @@ class MakiniClient:
                     ) from None
                 self.stats.retries += 1
                 logger.warning("%s; retry %d in %.2fs", exc, attempt, delay)
-                if server_asked:
-                    # the limiter holds this connection's next request exactly as asked
-                    self.limiter.pause(delay, rate_limited=isinstance(exc, RateLimitError))
-                    backoff = 0.0
-                else:
-                    self.stats.backoff_seconds += delay
-                    self.limiter.pause(delay)
-                    backoff = delay
+                # the limiter holds this connection's next request: exactly as a 429's
+                # Retry-After asks, or for the backoff (counted in ClientStats.backoff_seconds,
+                # not as throttling)
+                self.limiter.pause(
+                    delay, rate_limited=server_asked and isinstance(exc, RateLimitError)
+                )
 
     def _send_once(
-        self,
-        method: str,
-        path: str,
-        params: Mapping[str, Any],
-        body: Any,
-        entity: str,
-        backoff: float = 0.0,
+        self, method: str, path: str, params: Mapping[str, Any], body: Any, entity: str
     ) -> Response:
         url = _describe(method, path, params)
         context: dict[str, Any] = {"connection": self.connection, "entity": entity, "url": url}
-        self._wait_for_turn(context, backoff)
+        self._wait_for_turn(context)
         self.stats.requests += 1
         sent_at = self.limiter.now()
         deadline = time.monotonic() + self.retry.deadline_seconds
@@ -452,13 +445,12 @@ class MakiniClient:
             return Response(response.status_code, content, response.headers, request_id, url)
         raise self._error(response, content, context)
 
-    def _wait_for_turn(self, context: dict[str, Any], backoff: float) -> None:
+    def _wait_for_turn(self, context: dict[str, Any]) -> None:
         """Waits until the limiter lets the next request go, or fails at once when a hold
         announced by the server lasts longer than `max_wait_seconds`.
 
         Args:
             context: The request's context (for the error).
-            backoff: The part of the wait that is our own backoff (not throttling).
 
         Raises:
             WaitTooLongError: The server's rate-limit headers hold the next request too long.
@@ -479,10 +471,10 @@ class MakiniClient:
         self._announced_hold = None
         self.stats.waiting_until = time.monotonic() + hold if hold > 0 else 0.0
         try:
-            waited = self.limiter.acquire()
+            self.stats.throttle_seconds += self.limiter.acquire()
         finally:
             self.stats.waiting_until = 0.0
-        self.stats.throttle_seconds += max(0.0, waited - backoff)
+        self.stats.backoff_seconds = self.limiter.backoff_seconds
 
     def _note_hold(self, headers: httpx.Headers, context: dict[str, Any]) -> None:
         """Remembers an answer whose rate-limit headers hold the next request longer than

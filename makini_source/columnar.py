@@ -80,12 +80,13 @@ class DecodedPage:
             records = [record for record, kept in zip(records, self.keep) if kept]
         return records
 
-    def keys_and_times(self, field: str) -> list[tuple[Any, Any]]:
-        """(`key`, `field`) of every record, as Python values."""
+    def keys_and_times(self, field: str | None) -> list[tuple[Any, Any]]:
+        """(`key`, `field`) of every record, as Python values (the time None without a
+        `field`)."""
         if isinstance(self.records, ArrowRecords):
             records = self.records.records
             keys = field_or_none(records, "key")
-            times = field_or_none(records, field)
+            times = field_or_none(records, field) if field is not None else None
             return list(
                 zip(
                     keys.to_pylist() if keys is not None else [None] * len(records),
@@ -93,7 +94,9 @@ class DecodedPage:
                 )
             )
         return [
-            (r.get("key"), r.get(field)) if isinstance(r, dict) else (None, None)
+            (r.get("key"), r.get(field) if field is not None else None)
+            if isinstance(r, dict)
+            else (None, None)
             for r in self.records
         ]
 

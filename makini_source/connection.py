@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from makini_source.accounts import DiscoveredConnection
 from makini_source.client import MakiniClient
 from makini_source.dialects import Dialect, SyncPoint, detect
 from makini_source.dialects.base import ERROR, SYNCING
@@ -26,6 +27,8 @@ class Connection:
         client: Its HTTP client.
         dialect: `auto`, `v1` or `unified`.
         family: `erp` or `eam`, or None to find out.
+        profile: What account discovery said of it (name, status, tags...), if it was found
+            that way.
 
     Attributes:
         failure: The error that stopped the connection in this run, if any.
@@ -36,15 +39,22 @@ class Connection:
     """
 
     def __init__(
-        self, name: str, client: MakiniClient, dialect: str = "auto", family: str | None = None
+        self,
+        name: str,
+        client: MakiniClient,
+        dialect: str = "auto",
+        family: str | None = None,
+        profile: DiscoveredConnection | None = None,
     ) -> None:
         self.name = name
         self.client = client
+        self.profile = profile
         self.failure: MakiniError | None = None
         self.rows: dict[str, int] = {}
         self.notes: list[str] = []
         self.deletes_found: dict[str, int] = {}
         self.delete_requests = 0
+        self._skipped: dict[str, tuple[int, list[str]]] = {}  # reason -> (its note, entities)
         self._dialect_choice = dialect
         self._family = family
         self._resolved: tuple[Dialect, SyncPoint] | None = None
@@ -78,6 +88,13 @@ class Connection:
                 self._resolved = (dialect, point)
             return self._resolved
 
+    def count_deletes(self, entity: str, found: int, requests: int) -> None:
+        """Counts deleted records found for `entity`, and the requests that found them."""
+        with self._lock:
+            if found:
+                self.deletes_found[entity] = self.deletes_found.get(entity, 0) + found
+            self.delete_requests += requests
+
     def count_rows(self, table: str, rows: int) -> None:
         """Counts rows read for `table` (for progress and summaries)."""
         with self._lock:
@@ -89,6 +106,24 @@ class Connection:
             if text not in self.notes:
                 self.notes.append(text)
                 logger.warning("connection %s: %s", self.name, text)
+
+    def skip(self, entity: str, reason: str) -> None:
+        """Notes that `entity` is not read for this connection. One note per reason lists
+        every entity skipped for it (`--entities all` on a v1 connection: one line, not 49)."""
+        with self._lock:
+            index, entities = self._skipped.setdefault(reason, (len(self.notes), []))
+            if entity in entities:
+                return
+            entities.append(entity)
+            entities.sort()
+            text = f"{', '.join(entities)} skipped: {reason}"
+            if len(entities) > 1:
+                text = f"{len(entities)} entities skipped ({reason}): {', '.join(entities)}"
+            if index == len(self.notes):
+                self.notes.append(text)
+            else:
+                self.notes[index] = text
+            logger.info("connection %s: %s skipped: %s", self.name, entity, reason)
 
     def fail(self, error: MakiniError) -> None:
         """Marks the connection failed for the rest of the run (the first error is kept)."""

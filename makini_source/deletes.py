@@ -3,7 +3,8 @@
 A deleted record simply vanishes from the unified dialect's listings (and its
 `GET .../{key}` answers 404). After an incremental run has read everything changed since its
 watermark W, every live row of the destination that the run did not read is either unchanged
-(its `updatedAt` is before W, and Makini still lists it there) or gone. So:
+(its `updatedAt` is before W, and Makini still lists it there) or gone. So (with `createdAt`
+for an entity whose only time it is):
 
 * rows the destination holds with a time at or after W that the run did not read should
   have been listed: each is looked up (`GET .../{key}`);
@@ -26,6 +27,7 @@ import bisect
 import logging
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -38,6 +40,7 @@ from makini_source.client import MakiniClient
 from makini_source.columnar import DecodedPage, PageDecoder
 from makini_source.dialects.base import Page
 from makini_source.dialects.unified import UnifiedDialect
+from makini_source.hints import cursor_column
 from makini_source.paginator import time_order
 from makini_source.records import ARROW_TYPES, DECIMAL_TYPE, TIMESTAMP_TYPE, PageTables
 from makini_source.settings import CONNECTION_COLUMN, MARKER_COLUMN
@@ -50,6 +53,56 @@ LEAF_ROWS = 100
 # one destination access at a time: DuckDB's file allows one writer, and the listings of
 # several entities finish at the same moment
 _DESTINATION_LOCK = threading.Lock()
+
+
+class _SharedClients:
+    """The destination's SQL client, opened once per run and shared by every delete finder.
+
+    Opening one costs ~0.1 s with dozens of tables (dlt resolves the destination's
+    configuration and hashes the schema each time): per query, an incremental run of every
+    catalogue entity spent most of its time there. Each entity read holds a lease while it
+    runs (`lease`); the client opens on the first query and closes when the last lease ends,
+    before the load step needs the destination.
+    """
+
+    def __init__(self) -> None:
+        self._leases: dict[int, int] = {}  # id(pipeline) -> reads running
+        self._clients: dict[int, Any] = {}  # id(pipeline) -> its open client
+
+    @contextmanager
+    def lease(self, pipeline: Any) -> Iterator[None]:
+        """Keeps the pipeline's client open (once opened) while the block runs."""
+        key = id(pipeline)
+        with _DESTINATION_LOCK:
+            self._leases[key] = self._leases.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with _DESTINATION_LOCK:
+                self._leases[key] -= 1
+                if not self._leases[key]:
+                    del self._leases[key]
+                    client = self._clients.pop(key, None)
+                    if client is not None:
+                        client.close_connection()
+
+    @contextmanager
+    def client(self, pipeline: Any) -> Iterator[Any]:
+        """The pipeline's open SQL client (call with `_DESTINATION_LOCK` held): the shared
+        one under a lease, else one for this use only."""
+        key = id(pipeline)
+        if key not in self._leases:
+            with pipeline.sql_client() as client:
+                yield client
+            return
+        if key not in self._clients:
+            client = pipeline.sql_client()
+            client.open_connection()
+            self._clients[key] = client
+        yield self._clients[key]
+
+
+SHARED_CLIENTS = _SharedClients()
 
 
 @dataclass
@@ -72,16 +125,17 @@ class Destination:
         self._pipeline = pipeline
         self._columns = schema_columns
 
-    def live(self, table: str, connection: str) -> list[tuple[Any, str]]:
-        """(time order, key) of every live row of `connection` in `table`, oldest first."""
-        if "updated_at" not in self._columns.get(table, {}):
+    def live(self, table: str, connection: str, time_column: str) -> list[tuple[Any, str]]:
+        """(time order, key) of every live row of `connection` in `table`, oldest first, by
+        `time_column` (the entity's cursor: `updated_at`, or `created_at`)."""
+        if time_column not in self._columns.get(table, {}):
             return []
         rows = self._query(
-            f"SELECT key, updated_at FROM {{table}} WHERE {CONNECTION_COLUMN} = {_literal(connection)}"
-            " AND deleted_at IS NULL",
+            f"SELECT key, {time_column} FROM {{table}}"
+            f" WHERE {CONNECTION_COLUMN} = {_literal(connection)} AND deleted_at IS NULL",
             table,
         )
-        return sorted((time_order(format_timestamp(when) or ""), key) for key, when in rows)
+        return sorted((_order_of(when), key) for key, when in rows)
 
     def rows(self, table: str, column: str, connection: str, keys: list[str]) -> pa.Table | None:
         """Every column of the rows of `connection` whose `column` is one of `keys`, typed as
@@ -107,7 +161,7 @@ class Destination:
         return pa.Table.from_arrays(arrays, names=list(columns))
 
     def _query(self, sql: str, table: str) -> list[tuple[Any, ...]]:
-        with _DESTINATION_LOCK, self._pipeline.sql_client() as client:
+        with _DESTINATION_LOCK, SHARED_CLIENTS.client(self._pipeline) as client:
             if not client.has_dataset():
                 return []
             qualified = client.make_qualified_table_name(table)
@@ -146,7 +200,7 @@ class DeleteFinder:
     ) -> None:
         self._dialect = dialect
         self._client = client
-        self._entity = entity
+        self.entity = entity
         self._connection = connection
         self._lower = window.modified_after
         self._read = read
@@ -158,9 +212,12 @@ class DeleteFinder:
         """Fresh pages to load, then the rows of the records found deleted."""
         started = self._client.stats.requests
         try:
+            time_column = str(cursor_column(self.entity))
             live = [
                 (order, key)
-                for order, key in self._destination.live(self._entity.table, self._connection)
+                for order, key in self._destination.live(
+                    self.entity.table, self._connection, time_column
+                )
                 if key not in self._read
             ]
             if not live or self._lower is None:
@@ -175,7 +232,7 @@ class DeleteFinder:
                 yield from pages
             gone: list[str] = []
             for key in suspects:
-                record = self._dialect.get_record(self._client, self._entity, key)
+                record = self._dialect.get_record(self._client, self.entity, key)
                 if record is None:
                     gone.append(key)
                 else:
@@ -186,7 +243,7 @@ class DeleteFinder:
             self.requests = self._client.stats.requests - started
 
     def _count(self, after: str | None, before: str | None) -> int:
-        return self._dialect.count(self._client, self._entity, after, before)
+        return self._dialect.count(self._client, self.entity, after, before)
 
     def _compare(
         self, rows: list[tuple[Any, str]], after: str | None, before: str
@@ -220,9 +277,9 @@ class DeleteFinder:
         pages: list[Page] = []
         known = {key for _, key in rows}
         for page in self._dialect.pages(
-            self._client, self._entity, window, 100, PageDecoder(self._entity)
+            self._client, self.entity, window, 100, PageDecoder(self.entity)
         ):
-            keys = [key for key, _ in page.decoded.keys_and_times("updatedAt")]
+            keys = [key for key, _ in page.decoded.keys_and_times(None)]
             listed.update(keys)
             new = [key not in known for key in keys]
             if any(new):
@@ -235,11 +292,11 @@ class DeleteFinder:
 
         body = orjson.dumps({"data": [record]})
         decoded = DecodedPage([record], {}, body)
-        return Page(decoded, None, f"GET {self._entity.path}/{record.get('key')}", 1)
+        return Page(decoded, None, f"GET {self.entity.path}/{record.get('key')}", 1)
 
     def _tables(self, keys: list[str]) -> PageTables:
         """The rows that record the deletes of `keys`."""
-        entity, connection = self._entity, self._connection
+        entity, connection = self.entity, self._connection
         found_at = datetime.now(timezone.utc)
         if self._hard_delete:
             main = pa.table(
@@ -303,6 +360,15 @@ def _arrow_type(column: dict[str, Any]) -> pa.DataType:
         "date": pa.date32(),
         "json": pa.string(),
     }.get(str(kind), ARROW_TYPES["text"])
+
+
+def _order_of(when: Any) -> tuple[datetime, int]:
+    """A destination's timestamp as `time_order` orders its text, without the round trip
+    through text (18 us a row: most of an incremental run's delete finding at 100,000 rows)."""
+    if not isinstance(when, datetime):
+        return time_order(format_timestamp(when) or "")
+    when = when.astimezone(timezone.utc) if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when.replace(microsecond=0), when.microsecond * 1000
 
 
 def _literal(value: str) -> str:

@@ -6,6 +6,7 @@
 * An entity without one is replaced per connection on every run: the merge deletes every row
   of the connections in the load (`destination_scope`) and inserts the new ones. A marker row
   per connection (never inserted) makes a connection that now lists nothing lose its rows too.
+  Raw tables (`raw_tables.py`) load the same way.
 * A child table (a nested list) merges per parent: every loaded parent replaces all of its
   children (the destination scope is an equi-join on the parent key, which every destination
   can hash-join; dlt's `merge_key` would compile to `primary key OR merge key`, which DuckDB
@@ -34,28 +35,47 @@ def replaced_per_connection(entity: Entity) -> bool:
     return entity.cursor_field is None or entity.primary_key is None
 
 
+def cursor_column(entity: Entity) -> str | None:
+    """The column of the entity's cursor field (`updated_at`, `created_at`), if it has one."""
+    if entity.cursor_field is None:
+        return None
+    return "updated_at" if entity.cursor_field == "updatedAt" else "created_at"
+
+
+# the merge of a table replaced per connection deletes every row of the connections loaded
+_CONNECTIONS_IN_LOAD = (
+    f"{{table}}.{CONNECTION_COLUMN} IN (SELECT s.{CONNECTION_COLUMN} FROM {{staging_table}} AS s)"
+)
+
+
+def replaced_table_hints(table: str, columns: dict[str, Any] | None = None, **hints: Any) -> Any:
+    """Hints of a table whose rows are replaced per connection on every run (an entity
+    without a time, a raw table): a marker row per connection, never inserted, makes a
+    connection that now has no rows lose its old ones too. `columns`: more column hints."""
+    all_columns: dict[str, Any] = {
+        CONNECTION_COLUMN: _not_null_text(),
+        MARKER_COLUMN: {"data_type": "bool", "hard_delete": True},
+        **(columns or {}),
+    }
+    return dlt.mark.make_hints(
+        table_name=table,
+        write_disposition={
+            "disposition": "merge",
+            "strategy": "delete-insert",
+            "destination_scope": _CONNECTIONS_IN_LOAD,
+        },
+        columns=all_columns,
+        **hints,
+    )
+
+
 def main_hints(entity: Entity, hard_delete: bool) -> Any:
     """Hints of an entity's own table."""
-    columns: dict[str, Any] = {CONNECTION_COLUMN: _not_null_text()}
     if replaced_per_connection(entity):
-        scope = (
-            f"{{table}}.{CONNECTION_COLUMN} IN "
-            f"(SELECT s.{CONNECTION_COLUMN} FROM {{staging_table}} AS s)"
-        )
-        columns[MARKER_COLUMN] = {"data_type": "bool", "hard_delete": True}
-        return dlt.mark.make_hints(
-            table_name=entity.table,
-            write_disposition={
-                "disposition": "merge",
-                "strategy": "delete-insert",
-                "destination_scope": scope,
-            },
-            columns=columns,
-            file_format="parquet",
-        )
-    time_column = "updated_at" if entity.cursor_field == "updatedAt" else "created_at"
+        return replaced_table_hints(entity.table, file_format="parquet")
+    columns: dict[str, Any] = {CONNECTION_COLUMN: _not_null_text()}
     columns["key"] = _not_null_text()
-    columns[time_column] = {"dedup_sort": "desc"}
+    columns[str(cursor_column(entity))] = {"dedup_sort": "desc"}
     if hard_delete:
         # tombstones (v1), soft deletes and deletes found by a run (unified) all set it
         columns["deleted_at"] = {"hard_delete": True}
@@ -71,10 +91,7 @@ def main_hints(entity: Entity, hard_delete: bool) -> Any:
 def child_hints(entity: Entity, child: Child) -> Any:
     """Hints of a child table: each loaded parent replaces all of its children."""
     if replaced_per_connection(entity):
-        scope = (
-            f"{{table}}.{CONNECTION_COLUMN} IN "
-            f"(SELECT s.{CONNECTION_COLUMN} FROM {{staging_table}} AS s)"
-        )
+        scope = _CONNECTIONS_IN_LOAD
     else:
         scope = (
             f"EXISTS (SELECT 1 FROM {{staging_table}} AS s"

@@ -9,7 +9,10 @@
   filters. Records equal on `updatedAt` (a bulk update, maybe many pages long) are told apart
   by `key`. Where the server cannot filter or sort on `key`, ties are read by walking the
   equality filter `updatedAt = t` page by page, again and again, until a whole pass finds no
-  record it had not seen and the records seen cover the tie's count.
+  record it had not seen and the records seen cover the tie's count. An entity without a time
+  (`uom`) is walked as one tie: by `key` alone (`filter[key:gt]`, `sort[key]`), or by passes.
+* `PageWalk` (unified, records without a key): plain page numbers, read again from page 1
+  whenever the listing's count changes under the walk, since nothing else can tell a shift.
 
 Neither sends a request: each says what to ask next (`request_params`) and learns from the
 answer (`update`); the dialect does the HTTP.
@@ -98,9 +101,10 @@ class KeysetWalk:
     compared by the server only, in a tie read with `filter[key:gt]`.
 
     Args:
-        time_field: The field the walk is ordered and filtered by (`updatedAt`).
-        lower: Inclusive lower bound (RFC 3339), or None.
-        upper: Exclusive upper bound, or None.
+        time_field: The field the walk is ordered and filtered by (`updatedAt`); None for an
+            entity without a time: the whole listing is then one tie, walked by `key`.
+        lower: Inclusive lower bound (RFC 3339), or None (always None without a time field).
+        upper: Exclusive upper bound, or None (always None without a time field).
         per_page: The page size to ask for (the server may grant less; `update` learns it).
         key_queries: The server filters and sorts on `key` (else ties are read by repeated
             equality walks).
@@ -113,7 +117,7 @@ class KeysetWalk:
 
     def __init__(
         self,
-        time_field: str,
+        time_field: str | None,
         lower: str | None,
         upper: str | None,
         per_page: int,
@@ -137,6 +141,11 @@ class KeysetWalk:
         self._tie_passes = 0
         self.has_next = True
         self.requests = 0
+        if time_field is None:
+            if lower is not None or upper is not None:
+                raise ValueError("a walk without a time field cannot have time bounds")
+            # every record shares the same (absent) time: one tie, read whole
+            self._order, self._in_tie = _NO_TIME, True
 
     @property
     def key_queries(self) -> bool:
@@ -154,9 +163,11 @@ class KeysetWalk:
         f = self._field
         params: dict[str, Any] = {}
         if self._in_tie:
-            params[f"filter[{f}]"] = self._time
+            if f is not None:
+                params[f"filter[{f}]"] = self._time
             if self._key_queries:
-                params["filter[key:gt]"] = self._last_key
+                if self._last_key is not None:
+                    params["filter[key:gt]"] = self._last_key
                 params["sort[key]"] = 0
         else:
             if self._time is not None:
@@ -233,21 +244,28 @@ class KeysetWalk:
         if not self._tie_pass_new and covered:
             self._leave_tie()
         elif self._tie_passes >= self._max_passes:
+            where = "of the listing" if self._field is None else f"at {self._field} {self._time}"
             raise ValueError(
-                f"the {total if total is not None else '?'} records at {self._field} "
-                f"{self._time} could not be read stably in {self._tie_passes} passes (their "
-                "order changes between requests)"
+                f"the {total if total is not None else '?'} records {where} could not be read "
+                f"stably in {self._tie_passes} passes (their order changes between requests)"
             )
         else:
             self._tie_page, self._tie_pass_new = 1, False
         return new
 
     def _leave_tie(self) -> None:
-        """The tie at the last time is read whole: go on strictly after it."""
+        """The tie at the last time is read whole: go on strictly after it (without a time
+        field, the tie was the whole listing)."""
         self._in_tie = False
         self._past_time = True
+        if self._field is None:
+            self.has_next = False
 
     def _checked(self, key: Any, time: Any) -> tuple[str, tuple[Any, int], str]:
+        if self._field is None:
+            if not isinstance(key, str) or not key:
+                raise ValueError("a record has no key")
+            return "", _NO_TIME, key
         if not isinstance(key, str) or not key or not isinstance(time, str):
             raise ValueError(f"a record has no key or no {self._field} text")
         try:
@@ -276,6 +294,83 @@ class KeysetWalk:
             self._past_time = False
         self._time, self._order, self._last_key = text, order, key
         self._seen_at_time.add(key)
+
+
+class PageWalk:
+    """Page numbers over a listing whose records have no key (`work-orders/custom-fields`).
+
+    Nothing tells a record that shifted between two pages from another, so the walk checks
+    the listing instead: the count (`meta.total`) must stay the same from the first page to
+    the last, and the records read must add up to it. If not, the listing changed under the
+    walk and it starts again from page 1; the caller drops the pages it kept.
+
+    Args:
+        per_page: The page size to ask for (the server may grant less; `update` learns it).
+        max_attempts: Walks of a listing that keeps changing before giving up.
+
+    Attributes:
+        has_next: Whether another request must be sent.
+        requests: Requests the walk has asked for.
+    """
+
+    def __init__(self, per_page: int, max_attempts: int = 5) -> None:
+        self._per_page = per_page
+        self._max_attempts = max_attempts
+        self._attempts = 1
+        self._page = 1
+        self._total: int | None = None
+        self._read = 0
+        self.has_next = True
+        self.requests = 0
+
+    def request_params(self) -> dict[str, Any]:
+        """Query parameters of the next request."""
+        self.requests += 1
+        return {"page": self._page, "per_page": self._per_page}
+
+    def update(self, records: int, per_page: int | None, total: int | None) -> bool:
+        """Learns from an answer.
+
+        Args:
+            records: How many records the page held.
+            per_page: The page size the server used (`meta.per_page`), if it said.
+            total: How many records the listing holds now (`meta.total`), if it said.
+
+        Returns:
+            True when the listing changed under the walk: every page read so far (this one
+            included) must be dropped; the walk starts again from page 1.
+
+        Raises:
+            ValueError: The listing changed during `max_attempts` walks in a row.
+        """
+        if self._page == 1:
+            self._total = total
+            if per_page:
+                self._per_page = per_page  # the size every later offset is computed with
+        elif total != self._total:
+            return self._again(f"its count went from {self._total} to {total}")
+        self._read += records
+        if records and records >= self._per_page and (total is None or self._read < total):
+            self._page += 1
+            return False
+        if total is not None and self._read != total:
+            return self._again(f"{self._read} records were read of {total}")
+        self.has_next = False
+        return False
+
+    def _again(self, why: str) -> bool:
+        if self._attempts >= self._max_attempts:
+            raise ValueError(
+                f"the listing changed during {self._attempts} walks in a row ({why}); its "
+                "records have no key to tell a moved record from another"
+            )
+        self._attempts += 1
+        self._page, self._total, self._read = 1, None, 0
+        return True
+
+
+# the time of every record of an entity without a time field
+_NO_TIME: tuple[Any, int] = (None, 0)
 
 
 def time_order(text: str) -> tuple[Any, int]:

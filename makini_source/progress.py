@@ -180,7 +180,9 @@ class RunProgress(Collector):
             f"  429s {sum(c.rate_limited for c in counters):,}"
             f"  throttled {sum(c.throttle_seconds for c in counters):.0f}s"
         )
+        backoff = sum(c.backoff_seconds for c in counters)
         failed = sum(c.failure is not None for c in counters)
+        details += f"  backoff {backoff:.0f}s" if backoff >= 1 else ""
         return details + (f"  failed {failed}" if failed else "")
 
     def _progress(self, key: str) -> str:

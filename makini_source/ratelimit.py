@@ -51,7 +51,9 @@ class RateLimiter:
         self._seen_remaining: float | None = None  # the last Remaining of any answer
         self._window_start: float | None = None  # when the current window's first request went
         self._window_length: float | None = None  # learned from a reset, where none is sent
+        self._backoff_until = 0.0  # the part of the hold that is a backoff, not the pace
         self.waited_seconds = 0.0
+        self.backoff_seconds = 0.0
 
     def now(self) -> float:
         """The limiter's clock (pass its value as `observe(..., sent_at=)`)."""
@@ -61,18 +63,21 @@ class RateLimiter:
         """Blocks until this connection may send its next request.
 
         Returns:
-            The seconds waited.
+            The seconds waited for the rate limit (a backoff's wait is counted apart, in
+            `backoff_seconds`: it is not throttling).
         """
         with self._lock:
             now = self._clock()
             slot = max(now, self._next_slot, self._hold_until)
             self._next_slot = slot + self._interval
+            backoff = max(0.0, min(slot, self._backoff_until) - now)
         delay = slot - now
         if delay > 0:
             self._sleep(delay)
             with self._lock:
-                self.waited_seconds += delay
-        return max(delay, 0.0)
+                self.waited_seconds += delay - backoff
+                self.backoff_seconds += backoff
+        return max(delay - backoff, 0.0)
 
     def observe(self, headers: Mapping[str, str], sent_at: float | None = None) -> None:
         """Sets the pace from a response's rate-limit headers (absent headers: no change).
@@ -160,6 +165,7 @@ class RateLimiter:
                 self._end_low = self._end_high = self._remaining = None
             else:
                 self._hold_until = max(self._hold_until, until)
+                self._backoff_until = max(self._backoff_until, until)
 
 
 def _number(value: str | None) -> float | None:

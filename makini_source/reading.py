@@ -10,12 +10,17 @@ and the other connections load.
 When all listings of a connection have ended, its part is finished: marker rows for the
 children of superseded versions, the deletes a unified connection must find itself
 (`deletes.py`), then the watermark for the next run.
+
+An entity replaced per connection (no time to follow: `uom`) holds each connection's rows
+until its listing is complete: they replace all of that connection's rows, so a listing cut
+short by a failure must load nothing rather than half.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -24,11 +29,11 @@ import dlt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from makini_source.catalogue import Entity
+from makini_source.catalogue import Entity, load_catalogue
 from makini_source.columnar import PageDecoder
 from makini_source.columns import ColumnNames, assigned_state
 from makini_source.connection import Connection
-from makini_source.deletes import DeleteFinder, Destination, Found
+from makini_source.deletes import SHARED_CLIENTS, DeleteFinder, Destination, Found
 from makini_source.dialects.base import Dialect, Page
 from makini_source.dialects.unified import UnifiedDialect
 from makini_source.exceptions import (
@@ -55,6 +60,7 @@ from makini_source.records import (
     settle_batch_types,
 )
 from makini_source.redact import server_text
+from makini_source.report import RunReport
 from makini_source.settings import (
     BATCH_ROWS,
     CONNECTION_COLUMN,
@@ -96,7 +102,7 @@ _DATA_ERRORS = (ValueError, TypeError, ArithmeticError)
 
 @dataclass
 class _Skipped:
-    """A listing's note that the connection does not serve the entity."""
+    """A listing's note that the connection does not serve the entity, and why."""
 
     reason: str
 
@@ -111,6 +117,7 @@ class _ConnectionRead:
     superseded: SupersededChildren
     window: Window | None = None
     skipped: bool = False
+    complete: bool = False  # every listing ended and the rows are final
     finding_deletes: bool = False
     tables: list[PageTables] = field(default_factory=list)
     keys: list[pa.Array] = field(default_factory=list)  # every key read (for deletes)
@@ -125,6 +132,7 @@ class EntityRead:
         options: How to read.
         state: The resource's state: `watermarks` per connection live here.
         known_types: Column name -> dlt data type of a table, as the schema knows it.
+        report: The run's report, told when this entity is done.
     """
 
     def __init__(
@@ -134,11 +142,14 @@ class EntityRead:
         options: ReadOptions,
         state: dict[str, Any],
         known_types: Any,
+        report: RunReport | None = None,
     ) -> None:
         self.entity = entity
+        self._report = report
         self.options = options
         self._watermarks: dict[str, str] = state.setdefault("watermarks", {})
         self._connections = [c for c in connections if c.failure is None]
+        self._replaced = replaced_per_connection(entity)
         self._known_types = known_types
         # one type per inferred column for every connection's pages (custom fields differ per
         # connection): the first page converted settles it, see RecordConverter
@@ -165,6 +176,16 @@ class EntityRead:
                 name=f"makini-{connection.name}-{self.entity.name}",
             )
         batch = _Batch(self._hints, self._settled)
+        with ExitStack() as stack:
+            if self._pipeline is not None:
+                # one destination client for every delete finder of the run
+                stack.enter_context(SHARED_CLIENTS.lease(self._pipeline))
+            yield from self._events(fanin, reads, batch)
+
+    def _events(
+        self, fanin: FanIn, reads: dict[str, _ConnectionRead], batch: _Batch
+    ) -> Iterator[Any]:
+        """Every listing's events, turned into dlt items."""
         try:
             for event in fanin.events():
                 read = reads[str(event.owner)]
@@ -188,12 +209,16 @@ class EntityRead:
                         entity=self.entity.name,
                     )
                     self._failed(read, error, fanin)
+                if self._replaced and not read.complete:
+                    continue  # held until the connection's listing is complete
                 for tables in read.tables:
                     batch.add(tables, read.connection, self.entity)
                 read.tables.clear()
                 if batch.rows >= BATCH_ROWS:
                     yield from batch.flush()
             yield from batch.flush()
+            if self._report is not None:
+                yield from self._report.finished(self.entity.table)
         finally:
             fanin.close()
             release_unused_memory()  # before the load step needs memory of its own
@@ -207,11 +232,10 @@ class EntityRead:
         dialect, point = connection.resolve()
         entity = self.entity
         if not dialect.serves(entity):
-            family = f"the {dialect.family} family" if dialect.family else f"{dialect.name}"
-            yield _Skipped(f"{entity.name} skipped: not served by {family}")
+            yield _Skipped(_not_served(dialect))
             return
         options = self.options
-        if replaced_per_connection(entity):
+        if self._replaced:
             window = Window(None, None, None)  # read whole, every run
         else:
             lookback = options.lookback_seconds
@@ -304,14 +328,11 @@ class EntityRead:
             return
         if isinstance(value, _Skipped):
             read.skipped = True
-            read.connection.note(value.reason)
+            read.connection.skip(self.entity.name, value.reason)
             return
         if isinstance(value, Found):
             read.tables.append(value.tables)
-            connection = read.connection
-            connection.deletes_found[self.entity.name] = (
-                connection.deletes_found.get(self.entity.name, 0) + value.deleted
-            )
+            read.connection.count_deletes(self.entity.name, value.deleted, 0)
             return
         assert isinstance(value, Page)
         self._collect(read, read.batcher.add(value.decoded, value.request_id))
@@ -327,7 +348,7 @@ class EntityRead:
             read.tables.append(PageTables(None, {CUSTOM_FIELD_COLUMNS_TABLE: self._mapping(read)}))
         for tables in converted:
             read.superseded.observe(tables)
-            if tables.main is not None:
+            if tables.main is not None and not self._replaced:  # keys find deletes
                 read.keys.append(tables.main.column("key").combine_chunks())
             read.tables.append(tables)
 
@@ -391,6 +412,9 @@ class EntityRead:
         connection = read.connection
         self._collect(read, read.batcher.flush())  # pages read before a failure still load
         if connection.failure is not None or read.skipped or read.window is None:
+            if self._replaced:
+                read.tables.clear()  # half a listing must not replace the connection's rows
+                return
             self._add_markers(read)
             return
         if not read.finding_deletes and self._must_find_deletes(read):
@@ -403,9 +427,10 @@ class EntityRead:
             )
             return  # finished again once the deletes are found
         self._add_markers(read)
-        if replaced_per_connection(self.entity):
+        if self._replaced:
             # the connection's rows are replaced even when it lists nothing now
-            read.tables.append(PageTables(_replace_marker(connection.name)))
+            read.tables.append(PageTables(_replace_marker(connection.name, self.entity)))
+            read.complete = True
         if read.window.next_watermark is not None:
             self._watermarks[connection.name] = read.window.next_watermark
 
@@ -421,7 +446,7 @@ class EntityRead:
             dialect is not None
             and not dialect.has_tombstones
             and isinstance(dialect, UnifiedDialect)
-            and not replaced_per_connection(self.entity)
+            and not self._replaced
             and self.options.end_date is None
             and read.window is not None
             and read.window.modified_after is not None
@@ -455,7 +480,7 @@ class EntityRead:
         try:
             yield from finder
         finally:
-            connection.delete_requests += finder.requests
+            connection.count_deletes(finder.entity.name, 0, finder.requests)
 
     def _failed(self, read: _ConnectionRead, error: BaseException, fanin: FanIn) -> None:
         """Isolates a connection's failure: it stops, the others go on."""
@@ -540,10 +565,28 @@ def _only_markers(table: pa.Table) -> bool:
     return bool(pc.all(pc.fill_null(table.column(MARKER_COLUMN), False)).as_py())
 
 
-def _replace_marker(connection: str) -> pa.Table:
-    return pa.table(
-        {
-            CONNECTION_COLUMN: pa.array([connection], pa.string()),
-            MARKER_COLUMN: pa.array([True], pa.bool_()),
-        }
+def _not_served(dialect: Dialect) -> str:
+    """Why a connection skips an entity its dialect (or family) does not serve: one reason
+    per dialect and family, so one note lists every entity skipped for it."""
+    if dialect.family:
+        return f"not served by the {dialect.family} family"
+    served = ", ".join(entity.name for entity in load_catalogue().values() if entity.in_v1)
+    return f"not served by the {dialect.name} dialect, which serves only {served}"
+
+
+def _replace_marker(connection: str, entity: Entity) -> pa.Table:
+    """The never-inserted row that makes the merge replace every row of `connection`."""
+    columns = {
+        CONNECTION_COLUMN: pa.array([connection], pa.string()),
+        MARKER_COLUMN: pa.array([True], pa.bool_()),
+    }
+    if entity.primary_key is not None:
+        # `key` is NOT NULL in the record rows' schema: the marker fills it too
+        columns[entity.primary_key] = pa.array([""], pa.string())
+    schema = pa.schema(
+        [
+            pa.field(name, array.type, nullable=name == MARKER_COLUMN)
+            for name, array in columns.items()
+        ]
     )
+    return pa.Table.from_arrays(list(columns.values()), schema=schema)

@@ -505,8 +505,9 @@ class RecordConverter:
         for path in undeclared:
             self._add_inferred(plan, columns, path, flat_columns[path])
         self._remove_nul(plan, columns, request_id)
-        # key columns are NOT NULL in the dlt schema; say so in the Arrow schema too
-        not_null = {CONNECTION_COLUMN, "key"} | {
+        # key columns (and a child's position, part of its primary key) are NOT NULL in the
+        # dlt schema; say so in the Arrow schema too
+        not_null = {CONNECTION_COLUMN, "key", POSITION_COLUMN} | {
             name for name in plan.fixed if name.endswith("_key")
         }
         schema = pa.schema(

@@ -2,12 +2,12 @@
 
 Tokens and client secrets are registered here as soon as the source sees them (configured,
 minted or discovered); `scrub` replaces each of them (its `Bearer` form and its URL-encoded
-forms included) wherever it appears in a text, whatever a server echoes back. Text that came
-from a server is also neutralised: control characters (terminal escapes among them) are shown
-as `\\xNN` escapes, so a hostile server cannot rewrite the user's terminal. `scrub_logs` puts
-the same scrubbing on the log records of this package, httpx and httpcore (whose request lines
-show URLs, and a server can make a URL carry a token by quoting it in a cursor; whose DEBUG
-lines show response headers).
+forms included: a server may make a URL carry a token by quoting it in a cursor) wherever it
+appears in a text, whatever a server echoes back. Once a secret is registered, every log
+record of the process (httpx's and httpcore's debug lines, which show URLs and headers,
+included) is scrubbed as it is made. Text that came from a server is also neutralised: control
+characters (terminal escapes, line breaks among them) are shown as `\\xNN` escapes, so a hostile
+server cannot rewrite the user's terminal.
 """
 
 from __future__ import annotations
@@ -23,18 +23,6 @@ REDACTED = "***"
 # configuration refuses them anyway
 _MIN_SECRET_LENGTH = 6
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-# loggers whose records are scrubbed (a filter applies to records of its own logger only, so
-# httpcore's are named one by one: their DEBUG lines show response headers, a request id
-# quoting the token among them)
-_SCRUBBED_LOGGERS = (
-    "makini_source",
-    "httpx",
-    "httpcore.connection",
-    "httpcore.http11",
-    "httpcore.http2",
-    "httpcore.proxy",
-    "httpcore.socks",
-)
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -54,6 +42,33 @@ def register_secret(value: str | None) -> None:
         # longest first, so a secret that contains another is replaced whole
         alternatives = sorted(_secrets, key=len, reverse=True)
         _pattern = re.compile("|".join(re.escape(secret) for secret in alternatives))
+        _scrub_log_records()
+
+
+_factory_installed = False
+
+
+def _scrub_log_records() -> None:
+    """Wraps the process's log record factory once, so every record is scrubbed as it is
+    made, whichever library logs it (called with the lock held)."""
+    global _factory_installed
+    if _factory_installed:
+        return
+    _factory_installed = True
+    make_record = logging.getLogRecordFactory()
+
+    def scrubbed_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a record that cannot be formatted is left alone
+            return record
+        clean = scrub(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return record
+
+    logging.setLogRecordFactory(scrubbed_record)
 
 
 def scrub(text: str) -> str:
@@ -81,27 +96,3 @@ def shown(value: Any, limit: int = 80) -> str:
     """A value from a record, for an error message: its `repr`, scrubbed and cut to `limit`
     characters (a bad value may be megabytes long)."""
     return server_text(repr(value), limit)
-
-
-class _ScrubFilter(logging.Filter):
-    """Scrubs registered secrets from a log record's message."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if _pattern is None:
-            return True
-        message = record.getMessage()
-        clean = scrub(message)
-        if clean != message:
-            record.msg, record.args = clean, None
-        return True
-
-
-_filter = _ScrubFilter()
-
-
-def scrub_logs() -> None:
-    """Puts the scrubbing filter on this package's and httpx's loggers (idempotent)."""
-    for name in _SCRUBBED_LOGGERS:
-        logger = logging.getLogger(name)
-        if _filter not in logger.filters:
-            logger.addFilter(_filter)

@@ -15,11 +15,31 @@ is per mode):
 - ``ratelimited``: makini_source reading 3 connections limited to R requests/minute each
   (scaled to a short window); achieved request rate vs 3R and 429s, from the sandbox's stats.
 
+The same big connection, read in the unified dialect (``/api/eam/...``: an EAM connection
+serves all six entities, so both dialects read the same entities and records):
+
+- ``unified_floor``: an httpx ``page += 1`` loop over every entity's unified pages
+  (``per_page=100``, sorted by ``updatedAt`` then ``key``), parsed with orjson, nothing stored.
+- ``unified_peer``: ``dlt.sources.rest_api`` with its page-number paginator (``page``,
+  ``total_path: meta.last_page``, ``per_page=100``, same sort), bearer auth, incremental on
+  ``updatedAt`` via ``filter[updatedAt:gteq]``, merge on ``key``; dlt's and DuckDB's defaults.
+- ``unified``: ``makini_source(dialect="unified")`` full sync into DuckDB, like ``makini``.
+- ``unified_incremental``: 1% of POs changed and a few records deleted (POs, which vanish from
+  unified listings, and vendors hard- and soft-deleted), a sync, then another unified run.
+
+makini_source's unified requests are counted by kind (listing pages, tie walks, counts,
+lookups...) against a ``page += 1`` walk of the same listings; the sandbox's own count of
+requests is recorded for every unified mode. Before the unified modes (and at the start of
+every round after the first) the sandbox goes back to its generated state when earlier modes
+changed it: the unified dialect re-reads a 10 minute lookback, which would otherwise re-read
+the v1 incremental's changes.
+
 Usage::
 
     python pipelines/benchmark.py                        # 100,000 POs, every mode, once
     python pipelines/benchmark.py --pos 200000 --repeat 3 --json bench.json
     python pipelines/benchmark.py --modes floor,makini --pos 20000
+    python pipelines/benchmark.py --modes unified_floor,unified,unified_peer,unified_incremental
 
 Wall seconds are measured inside each child around the work itself (interpreter start and
 imports excluded, identically for every mode); peak RSS is the child's ``ru_maxrss``.
@@ -37,11 +57,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-MODES = ("floor", "peer", "makini", "incremental", "ratelimited")
+import httpx
+
+V1_MODES = ("floor", "peer", "makini", "incremental", "ratelimited")
+UNIFIED_MODES = ("unified_floor", "unified_peer", "unified", "unified_incremental")
+MODES = V1_MODES + UNIFIED_MODES
 # the same for every mode: no telemetry, quiet logs, and no Airflow secrets provider (dlt
 # probes Airflow Variables on every config lookup when Airflow is importable, which costs
 # seconds per run and is not what a plain DuckDB user has)
@@ -63,6 +89,23 @@ ENTITY_PAGES = {
     "assets": ("assets", 250),
     "work-orders": ("work_orders", 250),
 }
+# the unified dialect: the big connection is an EAM connection, whose family serves all six
+# entities above (an ERP connection would serve four), so both dialects read the same records
+UNIFIED_FAMILY = "eam"
+UNIFIED_PER_PAGE = 100  # the unified dialect's maximum page size (the contract's)
+# the order makini_source's walk asks for; the floor and the peer page through the same order
+UNIFIED_ORDER = {"sort[updatedAt]": 0, "sort[key]": 0}
+# the unified incremental run's deletes: (entity path, count, hard). Deleted POs vanish from
+# unified listings either way; a soft-deleted vendor stays listed with `deletedAt` set, a
+# hard-deleted one vanishes. makini_source must find the vanished ones itself.
+UNIFIED_DELETES = (
+    ("purchase-orders", 2, False),
+    ("purchase-orders", 1, True),
+    ("vendors", 2, True),
+    ("vendors", 2, False),
+)
+# records the unified incremental run must find deleted (the vanished ones), per table
+UNIFIED_VANISHED = {"purchase_orders": 3, "vendors": 2}
 
 
 # --- the sandbox process ----------------------------------------------------------------
@@ -75,6 +118,7 @@ def sandbox_config(pos: int, rate_pos: int) -> dict[str, Any]:
     big = ConnectionConfig(
         name=BENCH_CONNECTION,
         token=BENCH_TOKEN,
+        family=UNIFIED_FAMILY,  # v1 has no families: this only decides the unified paths
         purchase_orders=pos,
         vendors=max(20, pos // 20),
         materials=max(30, pos // 10),
@@ -162,6 +206,30 @@ class Sandbox:
         self.tokens: dict[str, str] = info["tokens"]
         self.ready_seconds: float = info["ready_seconds"]
         self.admin = SandboxAdmin(self.url, timeout=300)
+        self.changed = False  # whether records were changed since the sandbox was generated
+
+    def change(self, entity: str, **bulk: Any) -> dict[str, Any]:
+        """One bulk change of the big connection's records (`SandboxAdmin.bulk`)."""
+        self.changed = True
+        return self.admin.bulk(BENCH_CONNECTION, entity, **bulk)
+
+    def restore(self) -> None:
+        """Back to the generated records (prewarmed), if anything changed them.
+
+        The unified dialect's incremental run re-reads a lookback (10 minutes) before its
+        watermark, so changes made by an earlier mode would be read again; and rounds then
+        start from the same records.
+        """
+        if self.changed:
+            self.admin.reset()
+            self.admin.prewarm()
+            self.changed = False
+
+    def take_request_count(self) -> int:
+        """Requests of the big connection since the last call (the sandbox's count)."""
+        stats = self.admin.stats()["connections"].get(BENCH_CONNECTION, {})
+        self.admin.clear_stats()
+        return int(stats.get("requests", 0))
 
     def close(self) -> None:
         self.admin.close()
@@ -186,8 +254,6 @@ class RssSampler:
     """Samples this process's RSS every 50 ms, to tell which pipeline step held the peak."""
 
     def __init__(self) -> None:
-        import threading
-
         self.samples: list[tuple] = []
         self._page = os.sysconf("SC_PAGE_SIZE")
         self._stop = threading.Event()
@@ -221,29 +287,63 @@ class RssSampler:
 
 
 def mode_floor(args: dict[str, Any]) -> dict[str, Any]:
-    """Fetch and parse every page of every entity; store nothing."""
-    import httpx
-    import orjson
+    """Fetch and parse every v1 page of every entity (following `next_cursor`); store nothing."""
+    return _floor(args, _v1_pages)
 
-    records = pages = nbytes = 0
+
+def mode_unified_floor(args: dict[str, Any]) -> dict[str, Any]:
+    """Fetch and parse every unified page of every entity (`page += 1`); store nothing."""
+    return _floor(args, _unified_pages)
+
+
+def _floor(args: dict[str, Any], pages: Any) -> dict[str, Any]:
+    """Times `pages(client, path, limit)` (each page's body and its parsed JSON) over every
+    entity."""
+    records = count = nbytes = 0
     started = time.perf_counter()
     with httpx.Client(
-        base_url=args["url"], headers={"Authorization": f"Bearer {args['token']}"}, timeout=60
+        base_url=args["url"],
+        headers={"Authorization": f"Bearer {args['token']}", "Accept": "application/json"},
+        timeout=60,
     ) as client:
         for path, (_, limit) in ENTITY_PAGES.items():
-            params: dict[str, Any] = {"limit": limit, "include_deleted": "true"}
-            while True:
-                response = client.get(f"/api/v1/{path}", params=params)
-                response.raise_for_status()
-                body = orjson.loads(response.content)
-                nbytes += len(response.content)
+            for content, body in pages(client, path, limit):
+                nbytes += len(content)
                 records += len(body["data"])
-                pages += 1
-                if body["next_cursor"] is None:
-                    break
-                params = {"limit": limit, "cursor": body["next_cursor"]}
+                count += 1
     wall = time.perf_counter() - started
-    return {"wall": wall, "records": records, "pages": pages, "mib": nbytes / 2**20}
+    return {"wall": wall, "records": records, "pages": count, "mib": nbytes / 2**20}
+
+
+def _v1_pages(client: Any, path: str, limit: int) -> Iterator[tuple[bytes, Any]]:
+    import orjson
+
+    params: dict[str, Any] = {"limit": limit, "include_deleted": "true"}
+    while True:
+        response = client.get(f"/api/v1/{path}", params=params)
+        response.raise_for_status()
+        body = orjson.loads(response.content)
+        yield response.content, body
+        if body["next_cursor"] is None:
+            return
+        params = {"limit": limit, "cursor": body["next_cursor"]}
+
+
+def _unified_pages(client: Any, path: str, limit: int) -> Iterator[tuple[bytes, Any]]:
+    import orjson
+
+    page = 1
+    while True:
+        response = client.get(
+            f"/api/{UNIFIED_FAMILY}/{path}",
+            params={**UNIFIED_ORDER, "per_page": UNIFIED_PER_PAGE, "page": page},
+        )
+        response.raise_for_status()
+        body = orjson.loads(response.content)
+        yield response.content, body
+        if not body["data"] or body["meta"]["current_page"] >= body["meta"]["last_page"]:
+            return
+        page += 1
 
 
 def _pipeline(args: dict[str, Any], name: str) -> Any:
@@ -288,41 +388,79 @@ def _loaded_rows(pipeline: Any) -> dict[str, int]:
 
 
 def mode_peer(args: dict[str, Any]) -> dict[str, Any]:
-    """dlt's generic REST API source, configured as a user would for this API."""
+    """dlt's generic REST API source, configured as a user would for the v1 dialect."""
+    config = {
+        "client": {
+            "base_url": args["url"] + "/api/v1/",
+            "auth": {"type": "bearer", "token": args["token"]},
+            "paginator": {
+                "type": "cursor",
+                "cursor_path": "next_cursor",
+                "cursor_param": "cursor",
+            },
+        },
+        "resource_defaults": {
+            "primary_key": "key",
+            "write_disposition": "merge",
+            "endpoint": {
+                "data_selector": "data",
+                "params": {"include_deleted": "true"},
+                "incremental": {
+                    "start_param": "modified_after",
+                    "cursor_path": "updatedAt",
+                    "initial_value": "2000-01-01T00:00:00Z",
+                },
+            },
+        },
+        "resources": [
+            {"name": table, "endpoint": {"path": path, "params": {"limit": limit}}}
+            for path, (table, limit) in ENTITY_PAGES.items()
+        ],
+    }
+    return _run_peer(args, config, "bench_peer")
+
+
+def mode_unified_peer(args: dict[str, Any]) -> dict[str, Any]:
+    """dlt's generic REST API source with its page-number paginator, configured as a user
+    would for the unified dialect (the same pages and order as `unified_floor`)."""
+    config = {
+        "client": {
+            "base_url": f"{args['url']}/api/{UNIFIED_FAMILY}/",
+            "auth": {"type": "bearer", "token": args["token"]},
+            "headers": {"Accept": "application/json"},
+            "paginator": {
+                "type": "page_number",
+                "base_page": 1,
+                "page_param": "page",
+                "total_path": "meta.last_page",
+            },
+        },
+        "resource_defaults": {
+            "primary_key": "key",
+            "write_disposition": "merge",
+            "endpoint": {
+                "data_selector": "data",
+                "params": {**UNIFIED_ORDER, "per_page": UNIFIED_PER_PAGE},
+                "incremental": {
+                    "start_param": "filter[updatedAt:gteq]",
+                    "cursor_path": "updatedAt",
+                    "initial_value": "2000-01-01T00:00:00Z",
+                },
+            },
+        },
+        "resources": [
+            {"name": table, "endpoint": {"path": path}} for path, (table, _) in ENTITY_PAGES.items()
+        ],
+    }
+    return _run_peer(args, config, "bench_unified_peer")
+
+
+def _run_peer(args: dict[str, Any], config: dict[str, Any], name: str) -> dict[str, Any]:
+    """Loads `rest_api_source(config)` into DuckDB as parquet (dlt's and DuckDB's defaults)."""
     from dlt.sources.rest_api import rest_api_source
 
-    source = rest_api_source(
-        {
-            "client": {
-                "base_url": args["url"] + "/api/v1/",
-                "auth": {"type": "bearer", "token": args["token"]},
-                "paginator": {
-                    "type": "cursor",
-                    "cursor_path": "next_cursor",
-                    "cursor_param": "cursor",
-                },
-            },
-            "resource_defaults": {
-                "primary_key": "key",
-                "write_disposition": "merge",
-                "endpoint": {
-                    "data_selector": "data",
-                    "params": {"include_deleted": "true"},
-                    "incremental": {
-                        "start_param": "modified_after",
-                        "cursor_path": "updatedAt",
-                        "initial_value": "2000-01-01T00:00:00Z",
-                    },
-                },
-            },
-            "resources": [
-                {"name": table, "endpoint": {"path": path, "params": {"limit": limit}}}
-                for path, (table, limit) in ENTITY_PAGES.items()
-            ],
-        },
-        name="makini_rest_api",
-    )
-    pipeline = _pipeline(args, "bench_peer")
+    source = rest_api_source(config, name="makini_rest_api")  # type: ignore[arg-type]
+    pipeline = _pipeline(args, name)
     sampler = RssSampler()
     started = time.perf_counter()
     pipeline.run(source, loader_file_format="parquet")
@@ -338,18 +476,98 @@ def mode_peer(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# what makini_source's unified requests are for, grouped for the overheads
+SETUP_KINDS = ("sync_status", "family_probe", "slice_probe")
+LISTING_KINDS = ("listing_page", "tie_walk")
+DELETE_KINDS = ("count", "lookup", "delete_listing_page", "delete_tie_walk")
+
+
+def request_kind(path: str, params: dict[str, str], finding_deletes: bool) -> str:
+    """What a unified request of makini_source is for, from its path and query.
+
+    Args:
+        path: The URL path (`/api/eam/purchase-orders`, `/api/eam/vendors/V-1`...).
+        params: The query.
+        finding_deletes: Sent by the delete finder (its listing thread ends in `-deletes`).
+
+    Returns:
+        `sync_status`; `family_probe` (one record, no filter or sort: which family answers);
+        `slice_probe` (one record, sorted: sizes a first sync's time slices); `count` (one
+        record, filtered: `meta.total` of a time range); `lookup` (`GET .../{key}`);
+        `tie_walk` (an equality filter on the time: records sharing one `updatedAt`);
+        `listing_page` otherwise; the last two prefixed `delete_` when the delete finder
+        lists a range.
+    """
+    if path.rstrip("/").endswith("/integrations/current"):
+        return "sync_status"
+    if len(path.strip("/").split("/")) > 3:  # api, family, entity, key
+        return "lookup"
+    filtered = any(name.startswith("filter[") for name in params)
+    ordered = any(name.startswith("sort[") for name in params)
+    if params.get("per_page") == "1":
+        if not filtered and not ordered:
+            return "family_probe"
+        return "slice_probe" if ordered else "count"
+    equality = any(
+        name.startswith("filter[") and ":" not in name and name != "filter[key]" for name in params
+    )
+    kind = "tie_walk" if equality else "listing_page"
+    return f"delete_{kind}" if finding_deletes else kind
+
+
+class RequestCounter(httpx.HTTPTransport):
+    """httpx's default transport, counting each request by `request_kind` on the way.
+
+    Attributes:
+        kinds: Requests per kind.
+        kinds_by_entity: Requests per entity path and kind (`integrations` for the status).
+        listing_filters: Per entity path, the filters of its first listing page (an
+            incremental run's window; a first sync's time slices start at different points).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self.kinds: dict[str, int] = {}
+        self.kinds_by_entity: dict[str, dict[str, int]] = {}
+        self.listing_filters: dict[str, dict[str, str]] = {}
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        params = dict(request.url.params)
+        # the delete finder runs on a listing thread of its own, named "...-deletes"
+        kind = request_kind(path, params, threading.current_thread().name.endswith("-deletes"))
+        segments = path.strip("/").split("/")  # api, family, entity[, key]
+        entity = "integrations" if kind == "sync_status" else segments[2]
+        with self._lock:
+            self.kinds[kind] = self.kinds.get(kind, 0) + 1
+            per_entity = self.kinds_by_entity.setdefault(entity, {})
+            per_entity[kind] = per_entity.get(kind, 0) + 1
+            if kind == "listing_page":
+                filters = {k: v for k, v in params.items() if k.startswith("filter[")}
+                self.listing_filters.setdefault(entity, filters)
+        return super().handle_request(request)
+
+
 def mode_makini(args: dict[str, Any]) -> dict[str, Any]:
-    """makini_source into DuckDB (also the incremental and rate-limited runs)."""
+    """makini_source into DuckDB (also the incremental, rate-limited and unified runs).
+
+    With `count_requests`, requests go through a `RequestCounter` and the result has their
+    kinds and the source's own counters (requests, delete detection).
+    """
     from makini_source import connection_failures, makini_source
+    from makini_source.counters import connection_counters
     from makini_source.pipeline import load
 
     pipeline = _makini_pipeline(args, args.get("pipeline", "bench_makini"))
+    counter = RequestCounter() if args.get("count_requests") else None
     source = makini_source(
         base_url=args["url"],
         connections=args["connections"],
         page_size=args.get("page_size"),
         max_elapsed_seconds=600.0,
         dialect=args.get("dialect", "v1"),
+        transport=counter,
     )
     sampler = RssSampler()
     started = time.perf_counter()
@@ -367,7 +585,7 @@ def mode_makini(args: dict[str, Any]) -> dict[str, Any]:
         for step in pipeline.last_trace.steps
         if step.step != "run" and step.finished_at is not None
     }
-    return {
+    result = {
         "wall": wall,
         "records": records,
         "rows": rows,
@@ -375,9 +593,29 @@ def mode_makini(args: dict[str, Any]) -> dict[str, Any]:
         "step_seconds": steps,
         "step_rss_mb": sampler.peaks_by_step(pipeline),
     }
+    if counter is not None:
+        (ours,) = connection_counters(source)
+        result.update(
+            dialect=ours.dialect,
+            requests=ours.requests,
+            retries=ours.retries,
+            delete_requests=ours.delete_requests,
+            deletes_found=ours.deletes_found,
+            notes=ours.notes,
+            request_kinds=counter.kinds,
+            request_kinds_by_entity=counter.kinds_by_entity,
+            listing_filters=counter.listing_filters,
+        )
+    return result
 
 
-CHILD_MODES = {"floor": mode_floor, "peer": mode_peer, "makini": mode_makini}
+CHILD_MODES = {
+    "floor": mode_floor,
+    "peer": mode_peer,
+    "makini": mode_makini,
+    "unified_floor": mode_unified_floor,
+    "unified_peer": mode_unified_peer,
+}
 
 
 def child_main(mode: str, args_path: str) -> None:
@@ -419,13 +657,36 @@ def run_child(mode: str, args: dict[str, Any], workdir: Path) -> dict[str, Any]:
 def run_once(
     sandbox: Sandbox, modes: list[str], opts: argparse.Namespace, workdir: Path
 ) -> dict[str, dict[str, Any]]:
-    """One round of the selected modes; returns mode -> figures."""
-    results: dict[str, dict[str, Any]] = {}
-    big = {
+    """One round of the selected modes (v1's, then the unified ones); returns mode -> figures."""
+    sandbox.restore()
+    results = run_v1(sandbox, modes, opts, workdir)
+    if any(mode in modes for mode in UNIFIED_MODES):
+        sandbox.restore()  # the v1 incremental's changes would fall in the unified lookback
+        results.update(run_unified(sandbox, modes, opts, workdir))
+    return results
+
+
+def _child_args(sandbox: Sandbox, opts: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    return {
         "url": sandbox.url,
         "workdir": str(workdir),
         "duckdb_memory_limit": opts.duckdb_memory_limit,
     }
+
+
+def _fresh_pipeline(workdir: Path, name: str) -> None:
+    """Removes a pipeline's working directory and DuckDB file: the next run is a full sync."""
+    shutil.rmtree(workdir / "pipelines" / name, ignore_errors=True)
+    for f in workdir.glob(f"{name}.duckdb*"):
+        f.unlink()
+
+
+def run_v1(
+    sandbox: Sandbox, modes: list[str], opts: argparse.Namespace, workdir: Path
+) -> dict[str, dict[str, Any]]:
+    """The v1 modes of one round."""
+    results: dict[str, dict[str, Any]] = {}
+    big = _child_args(sandbox, opts, workdir)
     token = sandbox.tokens[BENCH_CONNECTION]
     for mode in ("floor", "peer"):
         if mode in modes:
@@ -433,15 +694,10 @@ def run_once(
             _log(mode, results[mode])
     if "makini" in modes or "incremental" in modes:
         # a fresh full load (the incremental run continues this pipeline)
-        shutil.rmtree(workdir / "pipelines", ignore_errors=True)
-        for f in workdir.glob("bench_makini.duckdb*"):
-            f.unlink()
+        _fresh_pipeline(workdir, "bench_makini")
         makini_args = {**big, "connections": {BENCH_CONNECTION: token}}
         full = run_child("makini", makini_args, workdir)
-        expected = sandbox.admin.connections()
-        visible = next(c for c in expected if c["name"] == BENCH_CONNECTION)["counts"][
-            "purchase-orders"
-        ]["visible"]
+        visible = _sandbox_counts(sandbox)["purchase-orders"]["visible"]
         if full["destination"]["purchase_orders"] != visible:
             raise RuntimeError(
                 f"makini loaded {full['destination']} but the sandbox holds {visible} POs"
@@ -450,14 +706,7 @@ def run_once(
             results["makini"] = full
             _log("makini", full)
         if "incremental" in modes:
-            changed = max(1, opts.pos // 100)
-            sandbox.admin.bulk(
-                BENCH_CONNECTION,
-                "purchase-orders",
-                count=changed,
-                set={"notes": f"bench change {time.time()}"},
-            )
-            sandbox.admin.sync(BENCH_CONNECTION)
+            _, changed = incremental_changes(sandbox, opts.pos)
             inc = run_child("makini", makini_args, workdir)
             if inc["rows"].get("purchase_orders") != changed:
                 raise RuntimeError(f"incremental run loaded {inc['rows']}, expected {changed} POs")
@@ -468,6 +717,137 @@ def run_once(
         results["ratelimited"] = run_ratelimited(sandbox, opts, workdir)
         _log("ratelimited", results["ratelimited"])
     return results
+
+
+def run_unified(
+    sandbox: Sandbox, modes: list[str], opts: argparse.Namespace, workdir: Path
+) -> dict[str, dict[str, Any]]:
+    """The unified modes of one round, on the generated records (see `Sandbox.restore`).
+
+    Every run's requests are also counted by the sandbox (`sandbox_requests`); makini's are
+    compared with a `page += 1` walk of the same listings (`page_walk_requests`).
+    """
+    results: dict[str, dict[str, Any]] = {}
+    big = _child_args(sandbox, opts, workdir)
+    token = sandbox.tokens[BENCH_CONNECTION]
+    for mode in ("unified_floor", "unified_peer"):
+        if mode in modes:
+            sandbox.take_request_count()
+            results[mode] = run_child(mode, {**big, "token": token}, workdir)
+            results[mode]["sandbox_requests"] = sandbox.take_request_count()
+            _log(mode, results[mode])
+    if "unified" not in modes and "unified_incremental" not in modes:
+        return results
+    _fresh_pipeline(workdir, "bench_unified")
+    makini_args = {
+        **big,
+        "pipeline": "bench_unified",
+        "dialect": "unified",
+        "count_requests": True,
+        "connections": {BENCH_CONNECTION: token},
+    }
+    duckdb_file = workdir / "bench_unified.duckdb"
+    sandbox.take_request_count()
+    full = run_child("makini", makini_args, workdir)
+    full["sandbox_requests"] = sandbox.take_request_count()
+    full["page_walk_requests"] = page_walk_requests(sandbox.url, token, {})
+    check_unified_destination(sandbox, duckdb_file)
+    if "unified" in modes:
+        results["unified"] = full
+        _log("unified", full)
+    if "unified_incremental" in modes:
+        note, changed = incremental_changes(sandbox, opts.pos, deletes=True)
+        sandbox.take_request_count()
+        inc = run_child("makini", makini_args, workdir)
+        inc["sandbox_requests"] = sandbox.take_request_count()
+        inc["page_walk_requests"] = page_walk_requests(sandbox.url, token, inc["listing_filters"])
+        check_unified_destination(sandbox, duckdb_file, note=(note, changed))
+        found = {t: n for t, n in inc["deletes_found"].items() if n}
+        if found != UNIFIED_VANISHED:
+            raise RuntimeError(
+                f"the unified run found {found} deleted, expected {UNIFIED_VANISHED}"
+            )
+        inc["full_wall"] = full["wall"]
+        inc["changed"] = changed
+        results["unified_incremental"] = inc
+        _log("unified_incremental", inc)
+    return results
+
+
+def incremental_changes(sandbox: Sandbox, pos: int, deletes: bool = False) -> tuple[str, int]:
+    """What an incremental run finds: 1% of the POs changed (at one shared `updatedAt`, so
+    a unified walk meets a tie longer than a page), with `deletes` the `UNIFIED_DELETES`
+    too, then a sync.
+
+    Returns:
+        The text written to the changed POs' `notes`, and how many POs were changed.
+    """
+    changed = max(1, pos // 100)
+    note = f"bench change {time.time()}"
+    sandbox.change("purchase-orders", count=changed, set={"notes": note})
+    if deletes:
+        for entity, count, hard in UNIFIED_DELETES:
+            sandbox.change(entity, count=count, delete=True, hard=hard)
+    sandbox.admin.sync(BENCH_CONNECTION)
+    return note, changed
+
+
+def _sandbox_counts(sandbox: Sandbox) -> dict[str, dict[str, int]]:
+    """The big connection's record counts per entity path (`visible`: live records)."""
+    connections = sandbox.admin.connections()
+    return next(c for c in connections if c["name"] == BENCH_CONNECTION)["counts"]
+
+
+def page_walk_requests(url: str, token: str, filters: dict[str, dict[str, str]]) -> int:
+    """Requests a `page += 1` walk of `per_page=100` pages sends over every entity's unified
+    listing (with the entity's `filters`, if any): the sum of their `meta.last_page`."""
+    total = 0
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+        for path in ENTITY_PAGES:
+            params: dict[str, Any] = {
+                **UNIFIED_ORDER,
+                **filters.get(path, {}),
+                "per_page": UNIFIED_PER_PAGE,
+            }
+            response = client.get(f"/api/{UNIFIED_FAMILY}/{path}", params=params)
+            response.raise_for_status()
+            total += int(response.json()["meta"]["last_page"])
+    return total
+
+
+def check_unified_destination(
+    sandbox: Sandbox, duckdb_file: Path, note: tuple[str, int] | None = None
+) -> None:
+    """The destination holds what the sandbox lists: per entity, its live rows are the
+    sandbox's live records (soft-deleted and vanished ones carry `deleted_at`), and `note`'s
+    text is on exactly its count of POs.
+
+    Raises:
+        RuntimeError: A count differs.
+    """
+    import duckdb
+
+    def count(db: Any, sql: str, *params: Any) -> int:
+        row = db.execute(sql, list(params)).fetchone()
+        return int(row[0]) if row else 0
+
+    counts = _sandbox_counts(sandbox)
+    with duckdb.connect(str(duckdb_file), read_only=True) as db:
+        live = {
+            table: count(db, f"SELECT count(*) FROM {DATASET}.{table} WHERE deleted_at IS NULL")
+            for table, _ in ENTITY_PAGES.values()
+        }
+        noted = count(
+            db,
+            f"SELECT count(*) FROM {DATASET}.purchase_orders WHERE notes = ?",
+            note[0] if note else "",
+        )
+    expected = {table: counts[path]["visible"] for path, (table, _) in ENTITY_PAGES.items()}
+    if live != expected:
+        raise RuntimeError(f"the unified run left live rows {live}, the sandbox lists {expected}")
+    if note is not None and noted != note[1]:
+        raise RuntimeError(f"{noted} POs carry the change, {note[1]} were changed")
 
 
 def run_ratelimited(sandbox: Sandbox, opts: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -520,13 +900,13 @@ def run_ratelimited(sandbox: Sandbox, opts: argparse.Namespace, workdir: Path) -
 
 
 def _log(mode: str, result: dict[str, Any]) -> None:
-    extra = (
-        f", {result['pct_of_3r']:.1f}% of 3R, 429s={result['status_429']}"
-        if mode == "ratelimited"
-        else ""
-    )
+    extra = ""
+    if mode == "ratelimited":
+        extra = f", {result['pct_of_3r']:.1f}% of 3R, 429s={result['status_429']}"
+    elif "sandbox_requests" in result:
+        extra = f", {result['sandbox_requests']} requests"
     print(
-        f"  {mode:<12} {result['wall']:8.2f} s  {result['records']:>9} records  "
+        f"  {mode:<19} {result['wall']:8.2f} s  {result['records']:>9} records  "
         f"{result['peak_rss_mb']:7.0f} MB  {result['cpu_seconds']:6.1f} CPU s{extra}",
         file=sys.stderr,
         flush=True,
@@ -572,6 +952,8 @@ def summarize(rounds: list[dict[str, dict[str, Any]]], opts: argparse.Namespace)
                 target_rps=runs[0]["target_rps"],
                 requests=runs[0]["requests"],
             )
+        elif "sandbox_requests" in runs[0]:
+            row["requests"] = statistics.median(x["sandbox_requests"] for x in runs)
         table[mode] = row
     ratios: dict[str, float] = {}
 
@@ -582,18 +964,74 @@ def summarize(rounds: list[dict[str, dict[str, Any]]], opts: argparse.Namespace)
     for name, (a, b) in {
         "makini/floor": ("makini", "floor"),
         "makini/peer": ("makini", "peer"),
+        "unified/unified_floor": ("unified", "unified_floor"),
+        "unified/unified_peer": ("unified", "unified_peer"),
+        "unified/makini": ("unified", "makini"),
     }.items():
         value = med_ratio(a, b)
         if value is not None:
             ratios[name] = value
-    incs = [
-        r["incremental"]["wall"] / r["incremental"]["full_wall"]
-        for r in rounds
-        if "incremental" in r
-    ]
-    if incs:
-        ratios["incremental/full"] = statistics.median(incs)
-    return {"pos": opts.pos, "repeat": opts.repeat, "modes": table, "ratios": ratios}
+    for name, mode in {
+        "incremental/full": "incremental",
+        "unified incremental/full": "unified_incremental",
+    }.items():
+        shares = [r[mode]["wall"] / r[mode]["full_wall"] for r in rounds if mode in r]
+        if shares:
+            ratios[name] = statistics.median(shares)
+    requests = {
+        mode: request_overheads(runs[0])
+        for mode in ("unified", "unified_incremental")
+        if (runs := [r[mode] for r in rounds if mode in r])
+    }
+    if "unified" in requests:
+        ratios["unified requests/page walk"] = (
+            requests["unified"]["counted"] / requests["unified"]["page_walk"]
+        )
+    summary = {"pos": opts.pos, "repeat": opts.repeat, "modes": table, "ratios": ratios}
+    if requests:
+        summary["unified_requests"] = requests
+    if any(m in table for m in UNIFIED_MODES):
+        summary["unified_connection"] = UNIFIED_CONNECTION_NOTE
+    return summary
+
+
+UNIFIED_CONNECTION_NOTE = (
+    f"unified modes read connection {BENCH_CONNECTION!r} as an {UNIFIED_FAMILY.upper()} "
+    f"connection (/api/{UNIFIED_FAMILY}/...: all six entities, the same records v1 reads), "
+    f"per_page {UNIFIED_PER_PAGE}"
+)
+
+
+def request_overheads(run: dict[str, Any]) -> dict[str, Any]:
+    """A unified makini run's requests by kind, against a `page += 1` walk of its listings.
+
+    Returns:
+        `counted` (every request, by `RequestCounter`), `sandbox_requests` (the sandbox's
+        count), `page_walk` (what a `page += 1` walk of the same listings sends), `extra`
+        (counted - page_walk), `listing_extra` (listing pages and tie walks beyond the page
+        walk: what exactness costs), `delete_detection`, `setup`, `kinds` (also
+        `kinds_by_entity`), and the source's own `delete_requests` and `deletes_found`.
+    """
+    kinds = run["request_kinds"]
+    counted = sum(kinds.values())
+
+    def total(names: tuple[str, ...]) -> int:
+        return sum(kinds.get(name, 0) for name in names)
+
+    return {
+        "counted": counted,
+        "source_requests": run["requests"],
+        "sandbox_requests": run["sandbox_requests"],
+        "page_walk": run["page_walk_requests"],
+        "extra": counted - run["page_walk_requests"],
+        "listing_extra": total(LISTING_KINDS) - run["page_walk_requests"],
+        "delete_detection": total(DELETE_KINDS),
+        "setup": total(SETUP_KINDS),
+        "kinds": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
+        "kinds_by_entity": run["request_kinds_by_entity"],
+        "delete_requests": run["delete_requests"],
+        "deletes_found": {t: n for t, n in run["deletes_found"].items() if n},
+    }
 
 
 def print_table(summary: dict[str, Any], opts: argparse.Namespace) -> None:
@@ -601,13 +1039,16 @@ def print_table(summary: dict[str, Any], opts: argparse.Namespace) -> None:
         f"\nmakini-source benchmark: {summary['pos']:,} POs, median of {summary['repeat']} run(s)"
     )
     print(
-        f"{'mode':<12} {'wall s':>9} {'records':>10} {'records/s':>11} {'peak RSS MB':>12} {'CPU s':>7}  runs (wall s)"
+        f"{'mode':<19} {'wall s':>9} {'records':>10} {'records/s':>11} {'peak RSS MB':>12} "
+        f"{'CPU s':>7} {'requests':>9}  runs (wall s)"
     )
     for mode, row in summary["modes"].items():
         runs = " ".join(f"{w:.2f}" for w in row["wall_seconds_runs"])
+        requests = f"{row['requests']:>9,.0f}" if "requests" in row else f"{'':>9}"
         print(
-            f"{mode:<12} {row['wall_seconds']:9.2f} {row['records']:>10,} {row['records_per_second']:>11,.0f} "
-            f"{row['peak_rss_mb']:>12.0f} {row['cpu_seconds']:>7.1f}  {runs}"
+            f"{mode:<19} {row['wall_seconds']:9.2f} {row['records']:>10,} "
+            f"{row['records_per_second']:>11,.0f} {row['peak_rss_mb']:>12.0f} "
+            f"{row['cpu_seconds']:>7.1f} {requests}  {runs}"
         )
     for mode, row in summary["modes"].items():
         if "step_peak_rss_mb" in row:
@@ -621,7 +1062,23 @@ def print_table(summary: dict[str, Any], opts: argparse.Namespace) -> None:
             )
             print(f"  {mode} by step: {parts}")
     for name, value in summary["ratios"].items():
-        print(f"{name:<18} {value:.3f}")
+        print(f"{name:<26} {value:.3f}")
+    if "unified_connection" in summary:
+        print(summary["unified_connection"])
+    for mode, label in (("unified", "full sync"), ("unified_incremental", "incremental")):
+        req = summary.get("unified_requests", {}).get(mode)
+        if req is None:
+            continue
+        kinds = ", ".join(f"{k} {n}" for k, n in req["kinds"].items())
+        line = (
+            f"unified {label} requests: {req['counted']:,} vs a page walk's {req['page_walk']:,} "
+            f"({req['extra']:+,}; listing {req['listing_extra']:+,}, delete detection "
+            f"{req['delete_detection']}, setup {req['setup']}): {kinds}"
+        )
+        if req["deletes_found"]:
+            found = ", ".join(f"{t} {n}" for t, n in req["deletes_found"].items())
+            line += f"; found deleted: {found}"
+        print(line)
     rl = summary["modes"].get("ratelimited")
     if rl:
         print(

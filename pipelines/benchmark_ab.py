@@ -6,10 +6,17 @@ by alternating full syncs of each checkout against the same prewarmed sandbox, r
 is `benchmark.py`'s own `makini` mode, started from its checkout (its code and its
 `.dlt/config.toml`).
 
+With ``--dialect unified`` the checkouts read the sandbox's unified dialect (an EAM
+connection, as ``benchmark.py``'s ``unified`` mode) and the floor is ``unified_floor``; its
+incremental run also finds a few deleted records, and the sandbox goes back to its generated
+records before each full sync (the unified lookback would re-read the previous run's changes).
+A checkout reads the dialect only if its ``benchmark.py`` passes ``dialect`` to makini_source.
+
 Usage::
 
     git worktree add /tmp/before HEAD~3
     python pipelines/benchmark_ab.py /tmp/before . --rounds 4 --incremental
+    python pipelines/benchmark_ab.py /tmp/before . --rounds 4 --dialect unified
 
 It prints every run and then, per checkout, the median wall seconds, the median ratio to the
 round's floor, the median CPU seconds and the largest peak RSS (and the incremental run's
@@ -26,7 +33,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -62,20 +68,34 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--incremental", action="store_true", help="also an incremental run after each sync"
     )
+    parser.add_argument(
+        "--dialect",
+        choices=("v1", "unified"),
+        default="v1",
+        help="the API dialect the checkouts read (default v1)",
+    )
     opts = parser.parse_args(argv)
     trees = [tree.resolve() for tree in opts.trees]
+    unified = opts.dialect == "unified"
+    floor_mode = "unified_floor" if unified else "floor"
     workdir = Path(tempfile.mkdtemp(prefix="makini-ab-"))
     sandbox = benchmark.Sandbox(opts.pos, 200, workdir)
     token = sandbox.tokens[benchmark.BENCH_CONNECTION]
     base = {"url": sandbox.url, "workdir": str(workdir)}
-    makini_args = {**base, "connections": {benchmark.BENCH_CONNECTION: token}}
+    makini_args = {
+        **base,
+        "connections": {benchmark.BENCH_CONNECTION: token},
+        "dialect": opts.dialect,
+    }
     floors: list[float] = []
     runs: dict[Path, list[dict[str, Any]]] = {tree: [] for tree in trees}
     try:
         for number in range(opts.rounds):
-            floor = run_mode(HERE, "floor", {**base, "token": token}, workdir)["wall"]
+            floor = run_mode(HERE, floor_mode, {**base, "token": token}, workdir)["wall"]
             floors.append(floor)
             for tree in trees if number % 2 == 0 else trees[::-1]:
+                if unified:
+                    sandbox.restore()
                 shutil.rmtree(workdir / "pipelines", ignore_errors=True)
                 for path in workdir.glob("bench_makini.duckdb*"):
                     path.unlink()
@@ -87,13 +107,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"{full['peak_rss_mb']:.0f} MB, steps {full['step_seconds']}"
                 )
                 if opts.incremental:
-                    sandbox.admin.bulk(
-                        benchmark.BENCH_CONNECTION,
-                        "purchase-orders",
-                        count=max(1, opts.pos // 100),
-                        set={"notes": f"ab change {time.time()}"},
-                    )
-                    sandbox.admin.sync(benchmark.BENCH_CONNECTION)
+                    benchmark.incremental_changes(sandbox, opts.pos, deletes=unified)
                     full["incremental"] = run_mode(tree, "makini", makini_args, workdir)["wall"]
                     line += f", incremental {full['incremental']:.2f} s"
                 runs[tree].append(full)
@@ -101,7 +115,10 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         sandbox.close()
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"\nfloor: median {statistics.median(floors):.2f} s over {len(floors)} rounds")
+    print(
+        f"\n{opts.dialect} dialect, {floor_mode}: median {statistics.median(floors):.2f} s "
+        f"over {len(floors)} rounds"
+    )
     for tree, results in runs.items():
         summary = (
             f"{tree}: makini median {statistics.median(r['wall'] for r in results):.2f} s, "

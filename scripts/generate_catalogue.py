@@ -883,12 +883,17 @@ def render_markdown(catalogue: dict[str, Any]) -> str:
         + "`scripts/generate_catalogue.py` documents the rules.",
         "",
         "- **entity** in bold: one of the six entities of the v1 contract, read by default.",
-        "- **load**: the field incremental loads follow, or *replace*: the whole table is read "
-        + "each run.",
+        "- **load**: how a run loads the entity. *updatedAt*: incrementally, records changed "
+        + "since the last run merged on (`connection_id`, `key`), deletes found or listed. "
+        + "*createdAt* (the only time the entity has): incrementally on it, records taken as "
+        + "append-only (an update that leaves `createdAt` alone is not seen until a full "
+        + "reload), vanished records found as deletes. *replace* (no time at all): read whole "
+        + "on every run, and each connection's rows replaced (also when it now lists nothing).",
         "- **child tables**: the entity's nested lists, a row per element with the parent's "
         + "key; *key* or *position* identifies a row within its parent; *v1 only*: the unified "
         + "dialect does not send the list.",
-        "- **dialects**: *v1 + unified* where the v1 API has the entity, else *unified*.",
+        "- **dialects**: *v1 + unified* where the v1 API has the entity, else *unified*: "
+        + "`--entities all` skips it for v1 connections, with one note per connection.",
         "",
         *(f"- {line}" for line in summary(catalogue)),
         "",

@@ -529,16 +529,18 @@ class SqlDataset:
 def _rows_by_key(
     table: str, names: list[str], values: Any
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
-    """Rows by identity: (connection_id, key), or for a child table whose items have no key,
-    (connection_id, parent key, list_position)."""
+    """Rows by identity: (connection_id, key); for a child table whose items have no key,
+    (connection_id, parent key, list_position); for a table of connections, (connection_id,)."""
     result: dict[tuple[Any, ...], dict[str, Any]] = {}
     parent = next((n for n in names if n.endswith("_key") and n != "key"), None)
     for row_values in values:
         row = dict(zip(names, row_values))
-        if "key" in row or "list_position" not in row:
+        if "key" in row:
             key: tuple[Any, ...] = (row["connection_id"], row["key"])
-        else:
+        elif "list_position" in row:
             key = (row["connection_id"], row[parent], row["list_position"])
+        else:  # a table of one row per connection (`connections`)
+            key = (row["connection_id"],)
         assert key not in result, f"duplicate row {key} in {table}"
         result[key] = row
     return result

@@ -426,3 +426,16 @@ def test_entity_lookups_name_what_is_missing() -> None:
         po.field("orderNumber")
     with pytest.raises(KeyError, match="no child list 'lines'"):
         po.child("lines")
+
+
+def test_the_column_reference_is_generated_from_the_catalogue() -> None:
+    """docs/tables.md is what scripts/generate_table_docs.py writes now (rerun it after a
+    catalogue or converter change)."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "generate_table_docs.py"), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr

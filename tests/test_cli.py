@@ -199,7 +199,7 @@ def test_init_writes_documented_templates_and_keeps_existing_files(
 
     parameters = inspect.signature(makini_source).parameters
     for name in parameters:
-        if name in ("connections", "api_token"):
+        if name in ("connections", "api_token", "client_id", "client_secret"):
             assert name in secrets
         elif name != "transport":
             assert f"# {name} = " in config, name

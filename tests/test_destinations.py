@@ -31,12 +31,14 @@ EXPECTED = {
         "timestamp": "TIMESTAMP_LTZ",
         "text": "VARCHAR",
         "bool": "BOOLEAN",
+        "date": "DATE",
     },
     "bigquery": {
         "decimal": "NUMERIC(38,9)",
         "timestamp": "TIMESTAMP",
         "text": "STRING",
         "bool": "BOOL",
+        "date": "DATE",
     },
 }
 
@@ -109,6 +111,8 @@ def test_schema_normalizes_into_a_valid_load_package(
         assert (line_columns[column]["precision"], line_columns[column]["scale"]) == (38, 9)
         assert ddl["purchase_order_line_items"][column] == want["decimal"]
     assert ddl["purchase_orders"]["total_net_value"] == want["decimal"]
+    # date-only fields are dates: the same day in any session time zone
+    assert ddl["purchase_orders"]["order_date"] == want["date"]
     # line items: each loaded PO replaces its lines (a destination scope joining on the PO
     # key), deduplicated on (connection_id, purchase_order_key, key); marker rows delete a PO's
     # last lines

@@ -591,3 +591,47 @@ def test_a_rate_limited_connection_never_slows_another_in_one_run(
     assert stats["fast"]["last_request_ts"] < stats["slow"]["last_request_ts"] - 1.0
     sandbox.post("/_admin/connections/slow/rate-limit", {"limit": 0})  # for the check below
     assert_destination_matches_api(loader, sandbox, entities=["vendors"])
+
+
+def test_an_unreachable_host_fails_within_seconds_naming_it(
+    sandbox: Sandbox, tmp_path: Any
+) -> None:
+    """A wrong port (nothing listens): the connection fails at once, not after 8 retries."""
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    loader = Loader(sandbox, tmp_path)
+    started = time.monotonic()
+    source = makini_source(
+        base_url=f"http://127.0.0.1:{port}",
+        connections={"acme": sandbox.tokens["acme"]},
+        entities=["vendors"],
+        dialect="v1",
+    )
+    loader.pipeline.run(source, loader_file_format="parquet")
+    failure = connection_failures(source)["acme"]
+    assert time.monotonic() - started < 10
+    assert f"cannot connect to 127.0.0.1:{port}" in str(failure)
+    assert source.resources["vendors"].makini_connections[0].client.stats.requests == 1
+    # the other connections of a run are not held back (and the check command says the same)
+    from makini_source.cli import main
+
+    os_env = {"SOURCES__MAKINI__BASE_URL": f"http://127.0.0.1:{port}"}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in os_env.items():
+            patch.setenv(name, value)
+        patch.setenv("SOURCES__MAKINI__CONNECTIONS", '{"acme": "tok_acme_1"}')
+        started = time.monotonic()
+        assert main(["check"]) == 1
+        assert time.monotonic() - started < 10
+
+
+def test_backoff_is_not_reported_as_throttling(sandbox: Sandbox) -> None:
+    set_faults(sandbox, {"kind": "status", "status": 503, "entity": "vendors", "times": 3})
+    client, _ = client_for(sandbox, backoff_base_seconds=0.2)
+    assert read_all(client) == 12
+    assert client.stats.retries == 3
+    assert client.stats.backoff_seconds >= 0.1 + 0.2 + 0.4 - 0.05  # half of each ceiling at least
+    assert client.stats.throttle_seconds < 0.05  # no rate limit was hit

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -12,7 +12,7 @@ import pytest
 from makini_source.catalogue import load_catalogue
 from makini_source.client import parse_retry_after
 from makini_source.exceptions import ConfigurationError, ContractViolationError
-from makini_source.paginator import CursorPaginator
+from makini_source.paginator import CursorPaginator, KeysetWalk, PageWalk
 from makini_source.ratelimit import RateLimiter
 from makini_source.records import RecordConverter, settle_batch_types
 from makini_source.window import (
@@ -137,6 +137,66 @@ def test_paginator_stops_an_endless_run_of_empty_pages() -> None:
         paginator.update(f"c{number}", 0)
     with pytest.raises(ValueError, match="5 empty pages in a row"):
         paginator.update("c4", 0)
+
+
+def test_a_walk_without_a_time_field_goes_by_key_alone() -> None:
+    walk = KeysetWalk(None, None, None, per_page=2)
+    assert walk.request_params() == {"sort[key]": 0, "page": 1, "per_page": 2}
+    assert walk.update([("A", None), ("B", None)], 2, 5) == [True, True]
+    assert walk.request_params() == {
+        "filter[key:gt]": "B",
+        "sort[key]": 0,
+        "page": 1,
+        "per_page": 2,
+    }
+    assert walk.update([("C", None)], 2, 1) == [True]
+    assert not walk.has_next
+    with pytest.raises(ValueError, match="no key"):
+        KeysetWalk(None, None, None, per_page=2).update([("", None)], 2, 1)
+    with pytest.raises(ValueError, match="time bounds"):
+        KeysetWalk(None, "2024-01-01", None, per_page=2)
+
+
+def test_a_walk_without_time_or_key_queries_reads_passes_until_nothing_is_new() -> None:
+    walk = KeysetWalk(None, None, None, per_page=2, key_queries=False)
+    pages = [
+        ([("A", None), ("B", None)], 3),
+        ([("C", None)], 3),  # pass 1 ends: three new
+        ([("B", None), ("A", None)], 3),
+        ([("C", None)], 3),  # pass 2 ends: nothing new, all three seen
+    ]
+    fresh = []
+    for records, total in pages:
+        assert walk.has_next
+        assert "sort[key]" not in walk.request_params()
+        fresh.append(walk.update(records, 2, total))
+    assert fresh == [[True, True], [True], [False, False], [False]]
+    assert not walk.has_next
+
+
+def test_page_walk_reads_pages_and_starts_again_when_the_count_changes() -> None:
+    walk = PageWalk(per_page=2, max_attempts=2)
+    assert walk.request_params() == {"page": 1, "per_page": 2}
+    assert walk.update(2, 2, 3) is False
+    assert walk.request_params()["page"] == 2
+    assert walk.update(1, 2, 4) is True  # a record came meanwhile: from page 1 again
+    assert walk.request_params()["page"] == 1
+    assert walk.update(2, 2, 4) is False
+    assert walk.update(2, 2, 4) is False
+    assert not walk.has_next  # the four counted were read: no request for an empty page
+    again = PageWalk(per_page=2, max_attempts=1)
+    again.update(2, 2, 3)
+    with pytest.raises(ValueError, match="changed during 1 walks"):
+        again.update(2, 2, 2)
+
+
+def test_page_walk_checks_that_the_records_add_up_to_the_count() -> None:
+    walk = PageWalk(per_page=2)
+    walk.update(2, 2, 2)
+    assert not walk.has_next  # the count says that was all
+    short = PageWalk(per_page=2)
+    assert short.update(1, 2, 2) is True  # one record missing from a short page: again
+    assert short.update(2, 2, 2) is False and not short.has_next
 
 
 def test_rate_limiter_spreads_remaining_requests_over_the_window() -> None:
@@ -294,3 +354,20 @@ def test_connections_of_one_run_share_settled_column_types() -> None:
     settled = {("vendors", "custom_fields__budget"): pa.float64()}
     odd = settle_batch_types("vendors", [vendors("d", Budget=True)], settled)
     assert odd[0].column("custom_fields__budget__v_bool").to_pylist() == [True]
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime(2024, 5, 1, 12, 3, 4, 123456, tzinfo=timezone.utc),
+        datetime(2024, 5, 1, 12, 3, 4, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2024, 5, 1, 0, 0),  # naive: UTC, as dlt stores it
+        "2024-05-01T12:03:04.5+00:00",  # a destination that answers text
+    ],
+)
+def test_a_destination_time_orders_as_its_text_does(when: Any) -> None:
+    from makini_source.deletes import _order_of
+    from makini_source.paginator import time_order
+    from makini_source.window import format_timestamp
+
+    assert _order_of(when) == time_order(format_timestamp(when) or "")

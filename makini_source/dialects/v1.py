@@ -21,13 +21,11 @@ from makini_source.dialects.base import (
     ERROR,
     REAUTHORIZATION_REQUIRED,
     SYNCING,
-    UNKNOWN,
     Page,
     Probe,
     SyncPoint,
 )
-from makini_source.dialects.common import contract_error, decode_page, sync_time
-from makini_source.exceptions import ReauthorizationRequired
+from makini_source.dialects.common import contract_error, decode_page, read_sync_status
 from makini_source.paginator import CursorPaginator
 from makini_source.settings import MAX_EMPTY_PAGES
 from makini_source.window import Window
@@ -72,33 +70,15 @@ class V1Dialect:
             ReauthorizationRequired: The status says the connection must be reauthorized.
             ContractViolationError: The answer has no `data` object or an unreadable time.
         """
-        response = client.get(SYNC_STATUS_PATH, entity="sync-status")
-        body = response.json("sync-status", client.connection)
-        data = body.get("data") if isinstance(body, dict) else None
-        if not isinstance(data, dict):
-            raise contract_error(
-                "sync-status answer has no 'data' object", client, response, "sync-status", "data"
-            )
-        reported = data.get("status")
-        state = _STATES.get(reported, UNKNOWN) if isinstance(reported, str) else UNKNOWN
-        if state == REAUTHORIZATION_REQUIRED:
-            raise ReauthorizationRequired(
-                f"connection {client.connection!r} needs reauthorization (sync status)",
-                connection=client.connection,
-                entity="sync-status",
-                request_id=response.request_id,
-            )
-        last_sync_at = sync_time(
-            data.get("last_sync_at"), client, response, "last_sync_at", "sync-status"
+        answer = read_sync_status(
+            client,
+            SYNC_STATUS_PATH,
+            "sync-status",
+            ("status", "last_sync_at", "system"),
+            _STATES,
+            "sync status",
         )
-        system = data.get("system")
-        return SyncPoint(
-            state=state,
-            complete_until=last_sync_at,
-            reported=reported if isinstance(reported, str) else None,
-            reported_at=last_sync_at,
-            system=system if isinstance(system, str) else None,
-        )
+        return SyncPoint(answer.state, answer.time, answer.reported, answer.time, answer.system)
 
     def serves(self, entity: Entity) -> bool:
         return entity.in_v1
@@ -152,7 +132,7 @@ class V1Dialect:
         response: Response,
         decode: PageDecoder | None,
     ) -> Page:
-        decoded = decode_page(decode, client, entity, response)
+        decoded = decode_page(decode, client, entity.name, response)
         if "next_cursor" not in decoded.envelope:
             raise contract_error(
                 "list answer has no 'next_cursor'", client, response, entity.name, "next_cursor"

@@ -17,15 +17,27 @@ worker, concurrently with the others:
 
 Settings come from dlt config (environment variables, `.dlt/*.toml` of the working directory or
 `~/.dlt/`, Airflow Variables through dlt's Airflow provider): the connections as for the source
-(`SOURCES__MAKINI__CONNECTIONS`), and `MAKINI__DESTINATION`, `MAKINI__DATASET_NAME`,
-`MAKINI__DUCKDB_PATH`, `MAKINI__PIPELINES_DIR` (see `OrchestrationSettings`). Building the DAG
-or the definitions with no connections configured raises `ConfigurationError`.
+(`SOURCES__MAKINI__CONNECTIONS`), or the account's `SOURCES__MAKINI__CLIENT_ID` and
+`SOURCES__MAKINI__CLIENT_SECRET` (every connection of the account is discovered: each
+connection's key becomes a task or partition, and its token is minted when it runs), and
+`MAKINI__DESTINATION`, `MAKINI__DATASET_NAME`, `MAKINI__DUCKDB_PATH`, `MAKINI__PIPELINES_DIR`
+(see `OrchestrationSettings`). Building the DAG or the definitions with no connections
+configured raises `ConfigurationError`.
+
+Discovery is remembered in a small JSON file (`makini.discovery_cache`, default
+`makini_connections.json` beside the DuckDB file or in the temp dir) for
+`makini.discovery_ttl_seconds` (default 600): Airflow parses a DAG file often. When Makini
+cannot be asked, the last list is used with a warning; with no list at all, building fails
+with the reason.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,10 +48,11 @@ import dlt
 from typing_extensions import Self
 
 from makini_source import makini_source, raise_on_connection_failures
+from makini_source.accounts import Account
 from makini_source.catalogue import load_catalogue
-from makini_source.exceptions import ConfigurationError
+from makini_source.exceptions import ConfigurationError, MakiniError
 from makini_source.pipeline import DEFAULT_DATASET_NAME, make_destination, make_pipeline
-from makini_source.settings import DEFAULT_CONNECTION_NAME
+from makini_source.settings import DEFAULT_BASE_URL, DEFAULT_CONNECTION_NAME
 from makini_source.shared_dataset import run_connection, staging_layout
 
 __all__ = [
@@ -51,12 +64,16 @@ __all__ = [
     "pipeline_name",
 ]
 
+logger = logging.getLogger("makini_source")
+
 DEFAULT_DUCKDB_FILE = "makini.duckdb"
+DEFAULT_DISCOVERY_TTL_SECONDS = 600.0
 CHILD_TABLE = "purchase_order_line_items"
 NO_CONNECTIONS = (
     'no Makini connections configured: set SOURCES__MAKINI__CONNECTIONS=\'{"<name>": '
-    '"<token>"}\' (or [sources.makini.connections] in .dlt/secrets.toml) where the '
-    "scheduler and the workers run; each connection becomes a "
+    "\"<token>\"}' (or [sources.makini.connections] in .dlt/secrets.toml), or the account's "
+    "SOURCES__MAKINI__CLIENT_ID and SOURCES__MAKINI__CLIENT_SECRET, where the scheduler "
+    "and the workers run; each connection becomes a "
 )
 
 
@@ -82,13 +99,30 @@ class OrchestrationSettings:
 
     @classmethod
     def from_config(cls, default_duckdb_path: str | Path = DEFAULT_DUCKDB_FILE) -> Self:
-        """The settings from dlt config; `default_duckdb_path` when `makini.duckdb_path` is unset."""
-        names = tuple(sorted(configured_tokens()))
-        check_pipeline_names(names)
+        """The settings from dlt config; `default_duckdb_path` when `makini.duckdb_path` is unset.
+
+        The connections are the configured ones and, with account credentials, the account's
+        (discovered, or remembered from a recent discovery).
+        """
         destination = dlt.config.get("makini.destination", str) or "duckdb"
         duckdb_path = dlt.config.get("makini.duckdb_path", str) or str(default_duckdb_path)
+        names = set(configured_tokens())
+        if account_configured():
+            cache = dlt.config.get("makini.discovery_cache", str) or str(
+                Path(duckdb_path).resolve().parent / "makini_connections.json"
+                if destination == "duckdb"
+                else Path(tempfile.gettempdir()) / "makini_connections.json"
+            )
+            ttl = dlt.config.get("makini.discovery_ttl_seconds", float)
+            names.update(
+                discovered_connections(
+                    Path(cache), DEFAULT_DISCOVERY_TTL_SECONDS if ttl is None else ttl
+                )
+            )
+        names_sorted = tuple(sorted(names))
+        check_pipeline_names(names_sorted)
         return cls(
-            connections=names,
+            connections=names_sorted,
             destination=destination,
             dataset_name=dlt.config.get("makini.dataset_name", str) or DEFAULT_DATASET_NAME,
             duckdb_path=str(Path(duckdb_path).resolve()) if destination == "duckdb" else None,
@@ -141,7 +175,13 @@ def load_connection(
         LoadFailed: Its load package did not load.
     """
     tokens = configured_tokens()
-    if connection not in tokens:
+    if connection in tokens:
+        # a configured connection: its own token only
+        read: dict[str, Any] = {"connections": {connection: tokens[connection]}}
+    elif account_configured():
+        # a discovered one: the account's credentials mint its token
+        read = {"connections": None, "api_token": None, "connection_keys": [connection]}
+    else:
         raise ConfigurationError(
             f"connection {connection!r} is not configured in sources.makini.connections "
             f"(configured: {', '.join(sorted(tokens)) or 'none'})"
@@ -151,12 +191,7 @@ def load_connection(
     pipelines: list[dlt.Pipeline] = []
 
     def make_source() -> Any:
-        sources.append(
-            makini_source(
-                connections={connection: tokens[connection]},
-                entities=list(entities) if entities else None,
-            )
-        )
+        sources.append(makini_source(entities=list(entities) if entities else None, **read))
         return sources[-1]
 
     with _pipelines_dir(settings.pipelines_dir) as pipelines_dir:
@@ -195,6 +230,69 @@ def configured_tokens() -> dict[str, str]:
     if api_token:
         tokens.setdefault(DEFAULT_CONNECTION_NAME, str(api_token))
     return tokens
+
+
+def account_configured() -> bool:
+    """Whether the account's client credentials are configured (connections are discovered)."""
+    return bool(
+        dlt.secrets.get("sources.makini.client_id", str)
+        and dlt.secrets.get("sources.makini.client_secret", str)
+    )
+
+
+def discovered_connections(cache: Path, ttl_seconds: float) -> list[str]:
+    """The keys of the account's connections: from `cache` if younger than `ttl_seconds`,
+    else discovered now (and remembered). When discovery fails, the remembered list is used
+    (with a warning), however old.
+
+    Raises:
+        ConfigurationError: Discovery failed and nothing is remembered.
+    """
+    remembered = _read_cache(cache)
+    if remembered is not None and time.time() - remembered[0] < ttl_seconds:
+        return remembered[1]
+    try:
+        keys = _discover()
+    except MakiniError as exc:
+        if remembered is None:
+            raise ConfigurationError(
+                f"Makini account discovery failed and no connection list is remembered "
+                f"({cache}): {exc}"
+            ) from None
+        logger.warning(
+            "Makini account discovery failed; using the connections remembered at %s: %s",
+            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(remembered[0])),
+            exc,
+        )
+        return remembered[1]
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"discovered_at": time.time(), "connections": keys}))
+    except OSError as exc:
+        logger.warning("could not remember the discovered connections in %s: %s", cache, exc)
+    return keys
+
+
+def _discover() -> list[str]:
+    base_url = dlt.config.get("sources.makini.base_url", str) or DEFAULT_BASE_URL
+    account = Account(
+        base_url,
+        str(dlt.secrets.get("sources.makini.client_id", str)),
+        str(dlt.secrets.get("sources.makini.client_secret", str)),
+        allow_insecure_http=bool(dlt.config.get("sources.makini.allow_insecure_http", bool)),
+    )
+    try:
+        return sorted(connection.key for connection in account.connections())
+    finally:
+        account.close()
+
+
+def _read_cache(cache: Path) -> tuple[float, list[str]] | None:
+    try:
+        remembered = json.loads(cache.read_text())
+        return float(remembered["discovered_at"]), [str(k) for k in remembered["connections"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def pipeline_name(connection: str) -> str:

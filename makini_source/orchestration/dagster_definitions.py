@@ -8,36 +8,53 @@ In a code location (as `pipelines/dagster_definitions.py` does)::
 
 Install `makini-source[dagster]` and give the code location and the run workers the settings of
 `makini_source.orchestration`. Partitions are the configured connection names, read when the
-code location loads (reload it after adding a connection); each partition's run loads that
+code location loads (reload it after adding a connection). With the account's credentials
+they are dynamic instead (`makini_connections`): the sensor `makini_connections` discovers the
+account's connections (every `makini.discovery_interval_seconds`, default 600) and adds each
+new one as a partition, so a customer who connects appears without a reload. Each partition's
+run loads that
 connection only, in its own pipeline and staging dataset, so runs of different partitions can
 go at once (with DuckDB, a file with a single writer, one at a time:
 `dagster instance concurrency set makini 1`). Assets: `makini/<table>` for the six entities;
 `makini/purchase_order_line_items` is materialized by the `purchase_orders` asset's run.
 """
 
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import dlt
 from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetMaterialization,
     AssetSpec,
     Definitions,
+    DynamicPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
+    PartitionsDefinition,
+    SensorEvaluationContext,
+    SensorResult,
     StaticPartitionsDefinition,
     multi_asset,
+    sensor,
 )
 
 from makini_source.catalogue import default_entities
 from makini_source.orchestration import (
     ConnectionLoad,
     OrchestrationSettings,
+    account_configured,
+    configured_tokens,
+    discovered_connections,
     load_connection,
 )
 
 ASSET_PREFIX = "makini"
+DYNAMIC_PARTITIONS = "makini_connections"
+DEFAULT_DISCOVERY_INTERVAL_SECONDS = 600
 GROUP_NAME = "makini"
 POOL = "makini"
 # table -> entity, of the entities loaded by default (the others: `entities` in config)
@@ -60,7 +77,12 @@ def build_definitions(settings: OrchestrationSettings | None = None) -> Definiti
     """
     settings = settings or OrchestrationSettings.from_config()
     settings.require_connections("partition of the Dagster assets")
-    partitions = StaticPartitionsDefinition(list(settings.connections))
+    discovered = account_configured()
+    partitions: PartitionsDefinition = (
+        DynamicPartitionsDefinition(name=DYNAMIC_PARTITIONS)
+        if discovered
+        else StaticPartitionsDefinition(list(settings.connections))
+    )
 
     @multi_asset(
         name="makini",
@@ -112,7 +134,37 @@ def build_definitions(settings: OrchestrationSettings | None = None) -> Definiti
         )
         for child, parent in CHILD_TABLES.items()
     ]
-    return Definitions(assets=[makini_tables, *children])
+    sensors = [_discovery_sensor(settings)] if discovered else []
+    return Definitions(assets=[makini_tables, *children], sensors=sensors)
+
+
+def _discovery_sensor(settings: OrchestrationSettings) -> Any:
+    """Adds every connection of the account (and every configured one) as a partition."""
+    interval = dlt.config.get("makini.discovery_interval_seconds", int)
+
+    @sensor(
+        name=DYNAMIC_PARTITIONS,
+        minimum_interval_seconds=DEFAULT_DISCOVERY_INTERVAL_SECONDS
+        if interval is None
+        else interval,
+        description="Discovers the Makini account's connections; each becomes a partition.",
+    )
+    def discover(context: SensorEvaluationContext) -> SensorResult:
+        cache = Path(tempfile.gettempdir()) / "makini_connections_sensor.json"
+        keys = set(discovered_connections(cache, ttl_seconds=0)) | set(configured_tokens())
+        known = set(context.instance.get_dynamic_partitions(DYNAMIC_PARTITIONS))
+        new = sorted(keys - known)
+        if new:
+            context.log.info(f"new Makini connections: {', '.join(new)}")
+        return SensorResult(
+            dynamic_partitions_requests=[
+                DynamicPartitionsDefinition(name=DYNAMIC_PARTITIONS).build_add_request(new)
+            ]
+            if new
+            else []
+        )
+
+    return discover
 
 
 def _metadata(result: ConnectionLoad, table: str) -> dict[str, Any]:
