@@ -33,6 +33,7 @@ from makini_source.catalogue import Entity, load_catalogue, select
 from makini_source.cli import main
 from makini_source.hints import replaced_per_connection
 from makini_source.report import CONNECTIONS_TABLE, RUNS_TABLE
+from makini_source.settings import CUSTOM_FIELD_COLUMNS_TABLE
 
 ALL = list(load_catalogue().values())
 
@@ -58,8 +59,9 @@ def served_tables(sandbox: Sandbox, entities: list[Entity]) -> set[str]:
 
 
 def loaded_tables(loader: Any) -> set[str]:
-    """The entity tables that landed (the run report's tables set aside)."""
-    report = {CONNECTIONS_TABLE, RUNS_TABLE}
+    """The entity tables that landed (the run report's tables and the custom fields' column
+    list set aside)."""
+    report = {CONNECTIONS_TABLE, RUNS_TABLE, CUSTOM_FIELD_COLUMNS_TABLE}
     return set(loader.pipeline.default_schema.data_table_names()) - report
 
 
