@@ -39,7 +39,8 @@ from makini_source.exceptions import (
 from makini_source.pipeline import load
 from makini_source.progress import RunProgress
 
-TOKENS = {"acme": "mk_live_HOSTILE_acme_3b9d71c2e4", "globex": "mk_live_HOSTILE_globex_a6f02d58"}
+# globex's token has characters a URL encodes: its query-string form must be scrubbed too
+TOKENS = {"acme": "mk_live_HOSTILE_acme_3b9d71c2e4", "globex": "mk_live+HOSTILE/globex=a6f02d58"}
 VENDORS = "vendors"
 
 
