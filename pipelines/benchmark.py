@@ -493,7 +493,7 @@ def request_kind(path: str, params: dict[str, str], finding_deletes: bool) -> st
     Returns:
         `sync_status`; `family_probe` (one record, no filter or sort: which family answers);
         `slice_probe` (one record, sorted: sizes a first sync's time slices); `count` (one
-        record, filtered: `meta.total` of a time range); `lookup` (`GET .../{key}`);
+        record, from the delete finder: `meta.total` of a time range); `lookup` (`GET .../{key}`);
         `tie_walk` (an equality filter on the time: records sharing one `updatedAt`);
         `listing_page` otherwise; the last two prefixed `delete_` when the delete finder
         lists a range.
@@ -505,9 +505,11 @@ def request_kind(path: str, params: dict[str, str], finding_deletes: bool) -> st
     filtered = any(name.startswith("filter[") for name in params)
     ordered = any(name.startswith("sort[") for name in params)
     if params.get("per_page") == "1":
+        if finding_deletes:  # only the delete finder counts (sorted like its listings)
+            return "count"
         if not filtered and not ordered:
             return "family_probe"
-        return "slice_probe" if ordered else "count"
+        return "slice_probe"
     equality = any(
         name.startswith("filter[") and ":" not in name and name != "filter[key]" for name in params
     )
