@@ -62,7 +62,12 @@ class DecodedPage:
     def only(self, keep: list[bool]) -> DecodedPage:
         """The page with only the records flagged in `keep`."""
         if isinstance(self.records, ArrowRecords):
-            chosen = self.records.records.filter(pa.array(keep, pa.bool_()))
+            table = self.records.records
+            skipped = keep.index(True) if True in keep else len(keep)
+            if all(keep[skipped:]):  # the usual case: the page repeats the last one's tail
+                chosen = table.slice(skipped)
+            else:
+                chosen = table.filter(pa.array(keep, pa.bool_()))
             records: Any = ArrowRecords(chosen, self.records.body)  # type: ignore[arg-type]
         else:
             records = [record for record, kept in zip(self.records, keep) if kept]

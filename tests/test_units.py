@@ -371,3 +371,24 @@ def test_a_destination_time_orders_as_its_text_does(when: Any) -> None:
     from makini_source.window import format_timestamp
 
     assert _order_of(when) == time_order(format_timestamp(when) or "")
+
+
+@pytest.mark.parametrize(
+    ("text", "whole_seconds", "nanoseconds"),
+    [
+        ("2024-05-01T12:03:04Z", "2024-05-01T12:03:04Z", 0),
+        ("2024-05-01T12:03:04.123456789Z", "2024-05-01T12:03:04Z", 123456789),
+        ("2024-05-01T14:03:04.1+02:00", "2024-05-01T12:03:04Z", 100000000),
+        ("2024-05-01T12:03:04", "2024-05-01T12:03:04Z", 0),  # no offset: UTC
+        ("2024-05-01", "2024-05-01T00:00:00Z", 0),
+        ("2024-05-01 12:03:04.5Z", "2024-05-01T12:03:04Z", 500000000),
+    ],
+)
+def test_a_walk_orders_times_as_pendulum_reads_them(
+    text: str, whole_seconds: str, nanoseconds: int
+) -> None:
+    """The walk's fast parser reads every spelling to the instant `to_datetime` reads."""
+    from makini_source.paginator import time_order
+    from makini_source.window import to_datetime
+
+    assert time_order(text) == (to_datetime(whole_seconds), nanoseconds)
