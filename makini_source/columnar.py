@@ -153,9 +153,7 @@ class PageDecoder:
             NotAListAnswer: The body is JSON but not a list answer.
             InvalidJSON: The body is not strict JSON.
         """
-        if self._arrow and not jsonbody.needs_exact_parser(body):
-            # pyarrow's reader takes NaN and reads long integers as floats: a page that may
-            # hold either goes to the exact path, which refuses the one and keeps the other
+        if self._arrow:
             page = self._read_arrow(body)
             if page is not None:
                 self._declined_in_a_row = 0
@@ -179,7 +177,10 @@ class PageDecoder:
             table.validate(full=True)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             return None
-        if table.num_rows != 1:
+        if table.num_rows != 1 or any(map(_inexact_floats, table.columns)):
+            # pyarrow's reader takes NaN and reads long integers as floats: such a page goes
+            # to the exact path, which refuses the one and keeps the other whole (checked on
+            # the parsed floats: scanning every body for them cost more than parsing it)
             return None
         data = table.column("data").combine_chunks()
         if not pa.types.is_list(data.type) or data.null_count:
@@ -193,6 +194,27 @@ class PageDecoder:
             name: table.column(name)[0].as_py() for name in table.column_names if name != "data"
         }
         return DecodedPage(ArrowRecords(records, body), envelope, body)  # type: ignore[arg-type]
+
+
+# a float beyond this magnitude may be an integer literal that lost digits
+_EXACT_INTEGER_LIMIT = 2.0**53
+
+
+def _inexact_floats(values: pa.Array | pa.ChunkedArray) -> bool:
+    """Whether any float at any depth of `values` is NaN, infinite, or so large that it may
+    stand for an integer literal read without all of its digits."""
+    if isinstance(values, pa.ChunkedArray):
+        return any(_inexact_floats(chunk) for chunk in values.chunks)
+    kind = values.type
+    if pa.types.is_struct(kind):
+        return any(_inexact_floats(values.field(i)) for i in range(kind.num_fields))
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _inexact_floats(values.flatten())
+    if pa.types.is_floating(kind) and len(values) > values.null_count:
+        if not pc.all(pc.is_finite(values)).as_py():
+            return True
+        return bool(pc.max(pc.abs(values)).as_py() >= _EXACT_INTEGER_LIMIT)
+    return False
 
 
 def read_json_page(body: bytes) -> DecodedPage:

@@ -28,9 +28,8 @@ from makini_source.redact import server_text
 # digit is mapped to "0": two C-speed passes, where a regular expression takes ~20 ms a page)
 _DIGITS_AS_ZEROS = bytes.maketrans(b"0123456789", b"0" * 10)
 _LONG_DIGIT_RUN = b"0" * 19
-# the non-JSON literals some parsers accept (`NaN`, `Inf`, `Infinity`), at a value's place
+# a non-JSON literal some parsers accept (`NaN`, `Inf`, `Infinity`), at a value's place
 _NON_FINITE = re.compile(rb"[\[:,]\s*-?(?:NaN|Inf)")
-_NON_FINITE_STARTS = (b"NaN", b"Inf")
 # how much of the body around a parse error is shown
 _CONTEXT_BYTES = 40
 
@@ -39,29 +38,8 @@ class InvalidJSON(ValueError):
     """The body is not strict JSON; the message says where and why."""
 
 
-def needs_exact_parser(body: bytes) -> bool:
-    """Whether the body may hold something a lenient or lossy parser (pyarrow's JSON reader)
-    would read wrongly: a non-finite literal or an integer beyond 64 bits.
-
-    False positives (such text inside a string) only cost the slower exact path.
-    """
-    return _has_non_finite(body) or _has_long_integer(body)
-
-
 def _has_long_integer(body: bytes) -> bool:
     return _LONG_DIGIT_RUN in body.translate(_DIGITS_AS_ZEROS)
-
-
-def _has_non_finite(body: bytes) -> bool:
-    """Whether `NaN` or `Inf...` stands where a value may (after `:`, `[` or `,`)."""
-    for literal in _NON_FINITE_STARTS:
-        start = body.find(literal)
-        while start >= 0:
-            # the literal with what stands before it (whitespace, a minus sign)
-            if _NON_FINITE.search(body, max(0, start - 16), start + 3):
-                return True
-            start = body.find(literal, start + 3)
-    return False
 
 
 def loads(body: bytes, exact_numbers: bool = False) -> Any:

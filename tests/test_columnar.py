@@ -7,6 +7,7 @@ bodies cover the corners (missing fields, nulls, deleted records and lines, date
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -378,3 +379,32 @@ def test_a_bad_value_in_pages_converted_together_names_its_own_page() -> None:
         batcher.add(bad, "req-bad")
     assert error.value.request_id == "req-bad"
     assert error.value.field == "totalNetValue"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"NaN", b"-Infinity", b"[1.5, Infinity]", b'{"deep": [NaN]}'],
+)
+def test_non_finite_literals_are_refused_even_where_arrow_would_take_them(value: bytes) -> None:
+    from makini_source.jsonbody import InvalidJSON
+
+    body = b'{"data": [{"key": "A", "updatedAt": "2024-01-01T00:00:00Z", "x": ' + value + b"}]}"
+    with pytest.raises(InvalidJSON, match="NaN and Infinity"):
+        PageDecoder(ENTITIES["vendors"])(body)
+
+
+@pytest.mark.parametrize("number", [b"12345678901234567890", b"9007199254740993", b"-1e300"])
+def test_numbers_arrow_would_round_are_read_whole_by_the_exact_path(number: bytes) -> None:
+    body = (
+        b'{"data": [{"key": "A", "updatedAt": "2024-01-01T00:00:00Z", "x": 1.5}, '
+        b'{"key": "B", "updatedAt": "2024-01-01T00:00:00Z", "x": ' + number + b"}]}"
+    )
+    page = PageDecoder(ENTITIES["vendors"])(body)
+    assert isinstance(page.records, list)  # not Arrow: every digit kept
+    assert str(page.records[1]["x"]) == str(json.loads(number))
+
+
+def test_ordinary_floats_stay_on_the_arrow_path() -> None:
+    body = b'{"data": [{"key": "A", "updatedAt": "2024-01-01T00:00:00Z", "x": 1.5, "y": [2.25]}]}'
+    page = PageDecoder(ENTITIES["vendors"])(body)
+    assert not isinstance(page.records, list)

@@ -392,3 +392,13 @@ def test_a_walk_orders_times_as_pendulum_reads_them(
     from makini_source.window import to_datetime
 
     assert time_order(text) == (to_datetime(whole_seconds), nanoseconds)
+
+
+def test_text_columns_are_searched_for_nul_only_where_their_bytes_hold_one() -> None:
+    from makini_source.records import _may_hold_nul
+
+    assert _may_hold_nul(pa.array(["a", "b\x00c", None]))
+    assert not _may_hold_nul(pa.array(["a", "bc", None]))
+    assert not _may_hold_nul(pa.array([None, None], pa.string()))
+    # a slice may keep the bytes of values outside it: a false alarm only costs the search
+    assert _may_hold_nul(pa.array(["a\x00", "b"]).slice(1))
