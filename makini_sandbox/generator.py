@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import random
 from array import array
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -383,6 +384,17 @@ class Layout:
             return None
         n = int(digits)
         return n if 1 <= n <= self.count else None
+
+    def position_after(self, updated: int, key: str) -> int:
+        """Position of the first record after (``updated``, ``key``) in listing order."""
+        lo, hi = bisect_left(self.updated, updated), bisect_right(self.updated, updated)
+        while lo < hi:  # first position in the tie range whose key is > key
+            mid = (lo + hi) // 2
+            if self.key_at(mid) <= key:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
 
     def max_updated(self) -> int | None:
         """Newest generated ``updatedAt``, or ``None`` when empty."""

@@ -324,16 +324,7 @@ class EntityStore:
         upd = self.layout.updated
         if after is None:
             return 0 if mod_after is None else bisect_left(upd, mod_after)
-        ts, key = after
-        lo, hi = bisect_left(upd, ts), bisect_right(upd, ts)
-        key_at = self.layout.key_at
-        while lo < hi:  # first position in the tie range whose key is > key
-            mid = (lo + hi) // 2
-            if key_at(mid) <= key:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
+        return self.layout.position_after(*after)
 
     def scan(
         self, after: tuple[int, str] | None, flt: Filters, n: int, *, data: bool = True

@@ -198,6 +198,26 @@ def paged_body(
     )
 
 
+def listing_page(
+    request: Request,
+    items: list[bytes],
+    total: int,
+    page: int,
+    per_page: int,
+    post: list[FaultRule],
+) -> bytes:
+    """One page of a listing as the client gets it: the faults applied to its records (`post`),
+    the Laravel envelope around them."""
+    return paged_body(
+        alter_records(items, post),
+        total,
+        page,
+        per_page,
+        _path_url(request),
+        has_kind(post, "empty_pages"),
+    )
+
+
 def _path_url(request: Request) -> str:
     """The request's absolute URL without query (from the Host it was sent to)."""
     url = request.url
@@ -433,10 +453,8 @@ class UnifiedApi(ApiBase):
                 )
                 money = conn.profile.money_as_numbers
                 filler = self._filler(conn, ue)
-            items = alter_records([ue.render(r, money, filler) for r in rows], post)
-            body = paged_body(
-                items, total, page, per_page, _path_url(request), has_kind(post, "empty_pages")
-            )
+            items = [ue.render(r, money, filler) for r in rows]
+            body = listing_page(request, items, total, page, per_page, post)
             response = ok_response(body, headers)
             if rows and sort[:1] == (("updatedAt", False),):
                 last = orjson.loads(rows[-1])
@@ -481,14 +499,7 @@ class UnifiedApi(ApiBase):
             items = [
                 po.numbers(line) if money else line for line in lines[start : start + per_page]
             ]
-            body = paged_body(
-                alter_records(items, post),
-                len(lines),
-                page,
-                per_page,
-                _path_url(request),
-                has_kind(post, "empty_pages"),
-            )
+            body = listing_page(request, items, len(lines), page, per_page, post)
             return ok_response(body, headers)
 
         return await self.guarded(
@@ -563,14 +574,7 @@ class UnifiedApi(ApiBase):
             rows = select(store.raw_table_rows(conn, table), conditions, match_any, sort)
             start = (page - 1) * per_page
             items = [orjson.dumps(row) for row in rows[start : start + per_page]]
-            body = paged_body(
-                alter_records(items, post),
-                len(rows),
-                page,
-                per_page,
-                _path_url(request),
-                has_kind(post, "empty_pages"),
-            )
+            body = listing_page(request, items, len(rows), page, per_page, post)
             return ok_response(body, headers)
 
         return await self.guarded(
@@ -675,14 +679,7 @@ class UnifiedApi(ApiBase):
                     orjson.dumps(c.profile.listing(c.config.system, store.config.client_id))
                     for c in conns[start : start + per_page]
                 ]
-            body = paged_body(
-                alter_records(items, post),
-                len(conns),
-                page,
-                per_page,
-                _path_url(request),
-                has_kind(post, "empty_pages"),
-            )
+            body = listing_page(request, items, len(conns), page, per_page, post)
             return Response(body, media_type=JSON, headers=_ANON_HEADERS)
 
         return await self._account_call(request, "system-connections", work, is_list=True)

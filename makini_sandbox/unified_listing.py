@@ -156,15 +156,7 @@ class _ByUpdated(_BaseOrder):
         return (bisect_right if right else bisect_left)(self.lay.updated, value)
 
     def after(self, value: Any, key: str) -> int:
-        upd, key_at = self.lay.updated, self.lay.key_at
-        lo, hi = bisect_left(upd, value), bisect_right(upd, value)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if key_at(mid) <= key:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
+        return self.lay.position_after(value, key)
 
     def index_of_pos(self, positions: Sequence[int]) -> list[int]:
         return list(positions)

@@ -207,13 +207,24 @@ class Loader:
             dataset_name="makini_data",
         )
 
-    def run(self, **source_kwargs: Any) -> Any:
+    def source(self, **source_kwargs: Any) -> Any:
+        """`makini_source` for the sandbox: its URL, every token, this loader's dialect."""
         source_kwargs.setdefault("base_url", self.sandbox.url)
         source_kwargs.setdefault("connections", dict(self.sandbox.tokens))
         source_kwargs.setdefault("dialect", self.dialect)
-        info = self.pipeline.run(makini_source(**source_kwargs), loader_file_format="parquet")
+        return makini_source(**source_kwargs)
+
+    def run(self, **source_kwargs: Any) -> Any:
+        """One run; returns dlt's load info."""
+        info = self.pipeline.run(self.source(**source_kwargs), loader_file_format="parquet")
         info.raise_on_failed_jobs()
         return info
+
+    def run_source(self, **source_kwargs: Any) -> Any:
+        """One run; returns the source (its connections, notes and failures)."""
+        source = self.source(**source_kwargs)
+        self.pipeline.run(source, loader_file_format="parquet").raise_on_failed_jobs()
+        return source
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         with self.pipeline.sql_client() as client:

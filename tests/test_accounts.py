@@ -65,9 +65,7 @@ def run(loader: Loader, **kwargs: Any) -> Any:
     kwargs.setdefault("client_secret", CLIENT_SECRET)
     kwargs.setdefault("connections", None)
     kwargs.setdefault("dialect", "auto")
-    source = makini_source(**kwargs)
-    loader.pipeline.run(source, loader_file_format="parquet").raise_on_failed_jobs()
-    return source
+    return loader.run_source(**kwargs)
 
 
 def keyed(sandbox: Sandbox) -> dict[str, str]:

@@ -28,7 +28,7 @@ from catalogue_api import (
 from conftest import Loader, Sandbox, assert_destination_matches_api, small_connections
 
 from makini_sandbox import SandboxConfig
-from makini_source import connection_failures, makini_source, source_connections
+from makini_source import connection_failures, source_connections
 from makini_source.catalogue import Entity, load_catalogue, select
 from makini_source.cli import main
 from makini_source.hints import replaced_per_connection
@@ -36,16 +36,6 @@ from makini_source.report import CONNECTIONS_TABLE, RUNS_TABLE
 from makini_source.settings import CUSTOM_FIELD_COLUMNS_TABLE
 
 ALL = list(load_catalogue().values())
-
-
-def run(loader: Loader, **kwargs: Any) -> Any:
-    """One run; returns the source (its connections, notes and failures)."""
-    kwargs.setdefault("base_url", loader.sandbox.url)
-    kwargs.setdefault("connections", dict(loader.sandbox.tokens))
-    kwargs.setdefault("dialect", loader.dialect)
-    source = makini_source(**kwargs)
-    loader.pipeline.run(source, loader_file_format="parquet").raise_on_failed_jobs()
-    return source
 
 
 def unified(sandbox: Sandbox, tmp_path: Path, name: str = "u") -> Loader:
@@ -119,7 +109,7 @@ def test_all_loads_every_entity_exactly_and_stays_exact_after_changes(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     loader = unified(sandbox, tmp_path)
-    source = run(loader, entities="all")
+    source = loader.run_source(entities="all")
     assert connection_failures(source) == {}
     assert loaded_tables(loader) == served_tables(sandbox, ALL)
     first = assert_catalogue_matches_api(loader, sandbox, ALL)
@@ -143,7 +133,7 @@ def change_and_compare(
     for name, family in families(sandbox).items():
         made = change_everything(sandbox, name, family, entities)
         assert made["updated"] and made["created"] and made["deleted"] and made["hard_deleted"]
-    source = run(loader, entities=[e.name for e in entities], hard_delete=hard_delete)
+    source = loader.run_source(entities=[e.name for e in entities], hard_delete=hard_delete)
     assert connection_failures(source) == {}
     # the records that vanished from incremental entities were found, per connection
     for connection in source_connections(source):
@@ -153,7 +143,7 @@ def change_and_compare(
 
 def test_declared_column_types_land_as_declared(sandbox: Sandbox, tmp_path: Path) -> None:
     loader = unified(sandbox, tmp_path)
-    run(loader, entities="all")
+    loader.run_source(entities="all")
     with loader.pipeline.sql_client() as client:
         rows = client.execute_sql(
             "SELECT table_name, column_name, data_type FROM information_schema.columns "
@@ -206,7 +196,7 @@ def test_a_family_selection_loads_its_entities_and_hard_deletes(
 ) -> None:
     loader = unified(sandbox, tmp_path)
     selected = select("erp:*")
-    run(loader, entities="erp:*", hard_delete=True)
+    loader.run_source(entities="erp:*", hard_delete=True)
     # the EAM connection loads the ERP entities its family serves too
     assert loaded_tables(loader) == served_tables(sandbox, selected)
     assert_catalogue_matches_api(loader, sandbox, selected, hard_delete=True)
@@ -217,7 +207,7 @@ def test_v1_connections_load_the_six_and_skip_the_rest_in_one_note(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     loader = Loader(sandbox, tmp_path, dialect="v1")
-    source = run(loader, entities="all")
+    source = loader.run_source(entities="all")
     six = [e for e in ALL if e.in_v1]
     assert loaded_tables(loader) == {t for e in six for t in e.tables}
     assert_destination_matches_api(loader, sandbox, entities=[e.name for e in six])
@@ -278,7 +268,7 @@ def test_entities_without_a_time_are_walked_by_key_or_by_page_and_replaced(
     loader = unified(sandbox, tmp_path)
     transport = Recording()
     names = [e.name for e in WITHOUT_TIME]
-    run(loader, entities=names, page_size=2, transport=transport)
+    loader.run_source(entities=names, page_size=2, transport=transport)
     assert_catalogue_matches_api(loader, sandbox, WITHOUT_TIME)
     for entity in WITHOUT_TIME:
         listing = [
@@ -303,7 +293,7 @@ def test_entities_without_a_time_are_walked_by_key_or_by_page_and_replaced(
     keys = [r["key"] for r in unified_records(sandbox, "acme", "eam", uom)]
     sandbox.post(f"/_admin/connections/acme/{uom.path}/_bulk", {"keys": keys, "delete": True})
     sandbox.put_record("globex", uom.path, "NEW-UOM", {"name": "created"})
-    run(loader, entities=names, page_size=2)
+    loader.run_source(entities=names, page_size=2)
     assert not [r for r in table_rows(loader, uom.table) if r["connection_id"] == "acme"]
     assert_catalogue_matches_api(loader, sandbox, WITHOUT_TIME)
 
@@ -316,7 +306,7 @@ def test_a_replaced_listing_cut_short_keeps_the_rows_it_had(
     # rows of the first pages are ready to load before the listing fails
     sandbox = eam_sandbox(sandbox_factory, extra_counts={entity.path: 1_250})
     loader = unified(sandbox, tmp_path)
-    run(loader, entities=[entity.name])
+    loader.run_source(entities=[entity.name])
     before = [r for r in table_rows(loader, entity.table) if r["connection_id"] == "acme"]
     assert len(before) == 1_250
     # acme's listing fails after 11 pages: most of a listing must not replace anything
@@ -324,7 +314,7 @@ def test_a_replaced_listing_cut_short_keeps_the_rows_it_had(
     rule = {"connection": "acme", "entity": entity.path, "kind": "status", "status": 500}
     sandbox.post("/_admin/faults", {"rules": [{**rule, "after": 11}]})
     transport = Recording()
-    source = run(loader, entities=[entity.name], max_attempts=1, transport=transport)
+    source = loader.run_source(entities=[entity.name], max_attempts=1, transport=transport)
     assert set(connection_failures(source)) == {"acme"}
     acme_pages = [s for r, s in transport.answers if r.url.path.endswith(entity.path)]
     assert acme_pages == [200] * 11 + [500]  # 1,100 records read, then the failure
@@ -349,7 +339,7 @@ def test_a_keyless_listing_that_changes_under_the_walk_is_read_again(
 
     loader = unified(sandbox, tmp_path)
     transport = Recording(create_after_first_page)
-    run(loader, entities=[keyless.name], page_size=2, transport=transport)
+    loader.run_source(entities=[keyless.name], page_size=2, transport=transport)
     pages = [r.url.params["page"] for r in transport.requests if r.url.path.endswith(keyless.path)]
     assert pages.count("1") >= 3  # acme's walk began again; globex walked once
     assert_catalogue_matches_api(loader, sandbox, [keyless])
@@ -365,7 +355,7 @@ def test_entities_with_only_created_at_load_incrementally_on_it(
     created_only = [e for e in ALL if e.cursor_field == "createdAt"]
     assert created_only
     loader.dialect = "unified"
-    run(loader, entities=[e.name for e in created_only])
+    loader.run_source(entities=[e.name for e in created_only])
     assert_catalogue_matches_api(loader, sandbox, created_only)
     deleted: dict[str, dict[str, int]] = {}  # connection -> entity -> records deleted
     for entity in created_only:
@@ -377,7 +367,7 @@ def test_entities_with_only_created_at_load_incrementally_on_it(
             sandbox.delete_record(connection, entity.path, records[0]["key"])  # it vanishes
             deleted.setdefault(connection, {})[entity.name] = 1
     transport = Recording()
-    source = run(loader, entities=[e.name for e in created_only], transport=transport)
+    source = loader.run_source(entities=[e.name for e in created_only], transport=transport)
     # incremental: the listing starts at the stored watermark (the delete finder lists older
     # ranges only where counts differ); nothing is read whole
     for entity in created_only:

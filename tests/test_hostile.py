@@ -14,7 +14,6 @@ import io
 import json
 import logging
 import re
-import subprocess
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -25,7 +24,7 @@ import dlt
 import pytest
 from conftest import Loader, PostgresServer, Sandbox, assert_destination_matches_api
 from dlt.common.pipeline import LoadInfo
-from test_resilience_process import PIPELINE, ROOT, dlt_command, pipeline_env, run_pipeline
+from test_resilience_process import PIPELINE, dlt_pipeline_command, pipeline_env, run_pipeline
 
 from makini_sandbox import ConnectionConfig, SandboxConfig
 from makini_source import connection_failures, makini_source, source_connections
@@ -790,24 +789,7 @@ def _scan_for_tokens(outputs: list[str], root: Path) -> None:
 
 
 def _trace(workdir: Path, env: dict[str, str]) -> str:
-    shown = subprocess.run(
-        [
-            dlt_command(),
-            "pipeline",
-            "--pipelines-dir",
-            str(workdir / "pipelines"),
-            PIPELINE,
-            "trace",
-        ],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert shown.returncode == 0, shown.stderr
-    return shown.stdout + shown.stderr
+    return dlt_pipeline_command(workdir / "pipelines", PIPELINE, "trace", env=env)
 
 
 @pytest.mark.parametrize(

@@ -142,9 +142,7 @@ def run(loader: Loader, **kwargs: Any) -> Any:
     kwargs.setdefault("connections", dict(loader.sandbox.tokens))
     kwargs.setdefault("dialect", "unified")
     kwargs.setdefault("entities", ["vendors"])
-    source = makini_source(**kwargs)
-    loader.pipeline.run(source, loader_file_format="parquet").raise_on_failed_jobs()
-    return source
+    return loader.run_source(**kwargs)
 
 
 def config(rows: int) -> SandboxConfig:

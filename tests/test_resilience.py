@@ -340,16 +340,6 @@ def test_timeouts_resets_and_cut_off_bodies_are_retried(sandbox: Sandbox) -> Non
 # --- 3. permanent errors --------------------------------------------------------------------
 
 
-def run_source(loader: Loader, **kwargs: Any) -> Any:
-    """One run of the loader's pipeline; returns the source (for its connection failures)."""
-    kwargs.setdefault("base_url", loader.sandbox.url)
-    kwargs.setdefault("connections", dict(loader.sandbox.tokens))
-    kwargs.setdefault("dialect", loader.dialect)
-    source = makini_source(**kwargs)
-    loader.pipeline.run(source, loader_file_format="parquet").raise_on_failed_jobs()
-    return source
-
-
 def test_bad_request_fails_its_connection_at_once_with_the_server_message(
     loader: Loader, sandbox: Sandbox
 ) -> None:
@@ -364,9 +354,7 @@ def test_bad_request_fails_its_connection_at_once_with_the_server_message(
         },
     )
     transport = RecordingTransport()
-    source = run_source(
-        loader, entities=["vendors"], backoff_base_seconds=0.01, transport=transport
-    )
+    source = loader.run_source(entities=["vendors"], backoff_base_seconds=0.01, transport=transport)
     error = connection_failures(source)["acme"]
     assert isinstance(error, BadRequestError)
     assert "limit is out of range" in str(error)
@@ -485,7 +473,7 @@ def test_contract_violations_fail_their_connection_naming_where(
     for rule, entity, field in VIOLATIONS:
         set_faults(sandbox, {**rule, "connection": "acme", "entity": paths[entity], "times": 1})
         # no probe request (max_slices=1): the fault hits the listing's first page
-        source = run_source(loader, entities=[entity], page_size=3, max_slices=1)
+        source = loader.run_source(entities=[entity], page_size=3, max_slices=1)
         error = connection_failures(source)["acme"]
         assert isinstance(error, ContractViolationError), (rule, error)
         assert (error.connection, error.entity) == ("acme", entity), rule

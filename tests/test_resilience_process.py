@@ -231,6 +231,23 @@ def dlt_command() -> str:
     return found
 
 
+def dlt_pipeline_command(
+    pipelines_dir: Path, pipeline: str, *command: str, env: dict[str, str]
+) -> str:
+    """`dlt pipeline <pipeline> <command>` from the repository root; its stdout and stderr."""
+    shown = subprocess.run(
+        [dlt_command(), "pipeline", "--pipelines-dir", str(pipelines_dir), pipeline, *command],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    return shown.stdout + shown.stderr
+
+
 # --- secrets ---------------------------------------------------------------------------------
 
 TOKENS = {
@@ -283,27 +300,9 @@ def test_failing_connections_exit_2_and_the_token_is_never_written_or_printed(
         connections=["initech"],
     )
 
-    outputs = [run.stdout, run.stderr]
-    for command in (["trace"],):
-        shown = subprocess.run(
-            [
-                dlt_command(),
-                "pipeline",
-                "--pipelines-dir",
-                str(tmp_path / "pipelines"),
-                PIPELINE,
-                *command,
-            ],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert shown.returncode == 0, shown.stderr
-        outputs += [shown.stdout, shown.stderr]
-    assert "vendors" in outputs[2]  # the trace really was shown
+    trace = dlt_pipeline_command(tmp_path / "pipelines", PIPELINE, "trace", env=env)
+    assert "vendors" in trace  # the trace really was shown
+    outputs = [run.stdout, run.stderr, trace]
 
     files = [path for path in tmp_path.rglob("*") if path.is_file()]
     assert any(path.suffix == ".duckdb" for path in files)

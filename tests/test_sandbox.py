@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from orjson import loads as orjson_loads
+from sandbox_clients import reset_admin, sandbox_clients
 
 from makini_sandbox import (
     ConnectionConfig,
@@ -71,28 +72,15 @@ def server() -> Iterator[SandboxServer]:
 
 @pytest.fixture(scope="module")
 def clients(server: SandboxServer) -> Iterator[dict[str, Any]]:
-    """HTTP clients shared by the module (creating an httpx client costs ~0.1 s)."""
-    out: dict[str, Any] = {
-        "admin": SandboxAdmin(server.url),
-        "acme": httpx.Client(
-            base_url=server.url, headers={"Authorization": "Bearer tok-acme"}, timeout=10
-        ),
-        "globex": httpx.Client(
-            base_url=server.url, headers={"Authorization": "Bearer tok-globex"}, timeout=10
-        ),
-        "anon": httpx.Client(base_url=server.url, timeout=10),
-    }
-    yield out
-    for client in out.values():
-        client.close()
+    tokens = {"acme": "tok-acme", "globex": "tok-globex", "anon": None}
+    with sandbox_clients(server.url, tokens, accept_json=False) as clients:
+        yield clients
 
 
 @pytest.fixture()
 def admin(clients: dict[str, Any]) -> SandboxAdmin:
     """The admin client, after a reset to the small config."""
-    adm: SandboxAdmin = clients["admin"]
-    adm.reset(small_config())
-    return adm
+    return reset_admin(clients, small_config())
 
 
 @pytest.fixture()

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sandbox_clients import reset_admin, sandbox_clients
 
 from makini_sandbox import ConnectionConfig, SandboxAdmin, SandboxConfig, SandboxServer
 from makini_sandbox.timeutil import parse_timestamp
@@ -95,23 +96,14 @@ def server() -> Iterator[SandboxServer]:
 
 @pytest.fixture(scope="module")
 def clients(server: SandboxServer) -> Iterator[dict[str, Any]]:
-    out: dict[str, Any] = {"admin": SandboxAdmin(server.url)}
-    for name in ("acme", "initech"):
-        out[name] = httpx.Client(
-            base_url=server.url,
-            headers={"Authorization": f"Bearer tok-{name}", "Accept": "application/json"},
-            timeout=10,
-        )
-    yield out
-    for client in out.values():
-        client.close()
+    tokens = {"acme": "tok-acme", "initech": "tok-initech"}
+    with sandbox_clients(server.url, tokens) as clients:
+        yield clients
 
 
 @pytest.fixture()
 def admin(clients: dict[str, Any]) -> SandboxAdmin:
-    adm: SandboxAdmin = clients["admin"]
-    adm.reset(config())
-    return adm
+    return reset_admin(clients, config())
 
 
 def listing(client: httpx.Client, url: str, **params: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
+from sandbox_clients import reset_admin, sandbox_clients
 
 from makini_sandbox import ConnectionConfig, SandboxAdmin, SandboxConfig, SandboxServer
 from makini_sandbox.faults import FaultRule
@@ -55,25 +56,13 @@ def server() -> Iterator[SandboxServer]:
 
 @pytest.fixture(scope="module")
 def clients(server: SandboxServer) -> Iterator[dict[str, Any]]:
-    out: dict[str, Any] = {
-        "admin": SandboxAdmin(server.url),
-        "acme": httpx.Client(
-            base_url=server.url,
-            headers={"Authorization": BEARER, "Accept": "application/json"},
-            timeout=10,
-        ),
-        "anon": httpx.Client(base_url=server.url, timeout=10),
-    }
-    yield out
-    for client in out.values():
-        client.close()
+    with sandbox_clients(server.url, {"acme": TOKEN}, plain=["anon"]) as clients:
+        yield clients
 
 
 @pytest.fixture()
 def admin(clients: dict[str, Any]) -> SandboxAdmin:
-    adm: SandboxAdmin = clients["admin"]
-    adm.reset(config())
-    return adm
+    return reset_admin(clients, config())
 
 
 @pytest.fixture()

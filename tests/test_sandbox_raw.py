@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sandbox_clients import reset_admin, sandbox_clients
 
 from makini_sandbox import ConnectionConfig, SandboxAdmin, SandboxConfig, SandboxServer
 
@@ -32,26 +33,14 @@ def server() -> Iterator[SandboxServer]:
 
 @pytest.fixture(scope="module")
 def clients(server: SandboxServer) -> Iterator[dict[str, Any]]:
-    out: dict[str, Any] = {"admin": SandboxAdmin(server.url)}
-    for name in ("acme", "initech"):
-        out[name] = httpx.Client(
-            base_url=server.url,
-            headers={"Authorization": f"Bearer tok-{name}", "Accept": "application/json"},
-            timeout=10,
-        )
-    out["anon"] = httpx.Client(
-        base_url=server.url, headers={"Accept": "application/json"}, timeout=10
-    )
-    yield out
-    for client in out.values():
-        client.close()
+    tokens = {"acme": "tok-acme", "initech": "tok-initech", "anon": None}
+    with sandbox_clients(server.url, tokens) as clients:
+        yield clients
 
 
 @pytest.fixture()
 def admin(clients: dict[str, Any]) -> SandboxAdmin:
-    adm: SandboxAdmin = clients["admin"]
-    adm.reset(config())
-    return adm
+    return reset_admin(clients, config())
 
 
 def rows_of(client: httpx.Client, table: str, **params: Any) -> tuple[list[dict[str, Any]], int]:

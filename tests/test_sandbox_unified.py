@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sandbox_clients import reset_admin, sandbox_clients
 
 from makini_sandbox import (
     ConnectionConfig,
@@ -89,31 +90,15 @@ def server() -> Iterator[SandboxServer]:
 
 @pytest.fixture(scope="module")
 def clients(server: SandboxServer) -> Iterator[dict[str, Any]]:
-    """Clients shared by the module; API clients send ``Accept: application/json``."""
-
-    def api(token: str | None) -> httpx.Client:
-        headers = {"Accept": JSON_ACCEPT}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        return httpx.Client(base_url=server.url, headers=headers, timeout=10)
-
-    out: dict[str, Any] = {
-        "admin": SandboxAdmin(server.url),
-        "acme": api("tok-acme"),
-        "initech": api("tok-initech"),
-        "anon": api(None),
-        "raw": httpx.Client(base_url=server.url, timeout=10),
-    }
-    yield out
-    for client in out.values():
-        client.close()
+    """API clients send ``Accept: application/json``; ``raw`` sends no header at all."""
+    tokens = {"acme": "tok-acme", "initech": "tok-initech", "anon": None}
+    with sandbox_clients(server.url, tokens, plain=["raw"]) as clients:
+        yield clients
 
 
 @pytest.fixture()
 def admin(clients: dict[str, Any]) -> SandboxAdmin:
-    adm: SandboxAdmin = clients["admin"]
-    adm.reset(unified_config())
-    return adm
+    return reset_admin(clients, unified_config())
 
 
 @pytest.fixture()

@@ -25,7 +25,7 @@ from conftest import (
 )
 
 from makini_sandbox import ConnectionConfig, SandboxConfig
-from makini_source import connection_failures, makini_source, source_connections
+from makini_source import connection_failures, source_connections
 from makini_source.exceptions import BadRequestError, ReauthorizationRequired
 from makini_source.window import format_timestamp
 
@@ -75,16 +75,6 @@ class Recording(httpx.BaseTransport):
 
 def unified_loader(sandbox: Sandbox, tmp_path: Path, name: str = "u") -> Loader:
     return Loader(sandbox, tmp_path / name, dialect="unified")
-
-
-def run(loader: Loader, **kwargs: Any) -> Any:
-    """One run; returns the source (its connections and failures)."""
-    kwargs.setdefault("base_url", loader.sandbox.url)
-    kwargs.setdefault("connections", dict(loader.sandbox.tokens))
-    kwargs.setdefault("dialect", loader.dialect)
-    source = makini_source(**kwargs)
-    loader.pipeline.run(source, loader_file_format="parquet").raise_on_failed_jobs()
-    return source
 
 
 # --- both dialects -------------------------------------------------------------------------
@@ -137,7 +127,7 @@ def test_auto_asks_each_connection_and_one_run_mixes_dialects(
         "globex": {"token": sandbox.tokens["globex"], "family": "eam"},
     }
     transport = Recording()
-    source = run(loader, connections=connections, dialect="auto", transport=transport)
+    source = loader.run_source(connections=connections, dialect="auto", transport=transport)
     dialects = {c.name: (c.dialect.name, c.dialect.family) for c in source_connections(source)}  # type: ignore[union-attr]
     assert dialects == {"acme": ("v1", None), "globex": ("unified", "eam")}
     # a configured family skips the probe: globex never asked /api/erp/vendors
@@ -151,7 +141,7 @@ def test_auto_finds_v1_where_the_unified_dialect_is_not_served(
 ) -> None:
     sandbox = sandbox_factory(SandboxConfig(connections=small_connections(), dialect="v1"))
     loader = Loader(sandbox, tmp_path, dialect="auto")
-    source = run(loader, entities=["vendors"])
+    source = loader.run_source(entities=["vendors"])
     assert {c.dialect.name for c in source_connections(source)} == {"v1"}  # type: ignore[union-attr]
     assert_destination_matches_api(loader, sandbox, entities=["vendors"], dialect="v1")
 
@@ -160,7 +150,7 @@ def test_entities_a_family_does_not_serve_are_skipped_with_a_note(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     loader = unified_loader(sandbox, tmp_path)
-    source = run(loader, entities=["assets", "vendors"])
+    source = loader.run_source(entities=["assets", "vendors"])
     acme = next(c for c in source_connections(source) if c.name == "acme")  # acme is an ERP
     assert acme.failure is None
     assert any("assets skipped" in note and "erp" in note for note in acme.notes)
@@ -210,7 +200,7 @@ def test_a_walk_over_changing_offsets_misses_nothing(
     loader = unified_loader(sandbox, tmp_path)
     changes = ChangeDuringWalk(sandbox, "plant")
     transport = Recording(after=changes)
-    run(loader, entities=["purchase_orders"], page_size=5, max_slices=1, transport=transport)
+    loader.run_source(entities=["purchase_orders"], page_size=5, max_slices=1, transport=transport)
     assert changes.pages > 4
     rows = loader.rows("purchase_orders")
     assert rows[("plant", changes.keys[0])]["title"] == "changed after read"
@@ -236,7 +226,7 @@ def test_ties_longer_than_a_page_in_unstable_order_are_read_whole(
     )
     sandbox = sandbox_factory(config)
     loader = unified_loader(sandbox, tmp_path)
-    run(loader, entities=["purchase_orders"], page_size=5, max_slices=1)
+    loader.run_source(entities=["purchase_orders"], page_size=5, max_slices=1)
     biggest = loader.query(
         f"SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM {loader.table('purchase_orders')} "
         "GROUP BY updated_at) AS ties"
@@ -255,7 +245,7 @@ def test_deletes_are_found_and_marked_or_removed(
     sandbox = sandbox_factory(SandboxConfig(connections=[eam_connection(purchase_orders=300)]))
     loader = unified_loader(sandbox, tmp_path)
     entities = ["purchase_orders", "vendors", "assets"]
-    run(loader, entities=entities, hard_delete=hard_delete)
+    loader.run_source(entities=entities, hard_delete=hard_delete)
     pos = sandbox.records("purchase_orders", "plant")
     old, recent = pos[7], pos[-1]  # one far below the watermark, one near its top
     sandbox.delete_record("plant", "purchase-orders", old["key"])
@@ -266,7 +256,7 @@ def test_deletes_are_found_and_marked_or_removed(
     sandbox.admin.delete(
         f"/_admin/connections/plant/assets/{asset['key']}", params={"hard": "true"}
     ).raise_for_status()
-    source = run(loader, entities=entities, hard_delete=hard_delete)
+    source = loader.run_source(entities=entities, hard_delete=hard_delete)
     plant = source_connections(source)[0]
     assert plant.deletes_found == {"purchase_orders": 2, "assets": 1}
     # far cheaper than listing: 300 POs are 3 pages of 100; the deletes cost a few counts
@@ -282,7 +272,7 @@ def test_deletes_are_found_and_marked_or_removed(
             assert po_lines and all(r["deleted_at"] is not None for r in po_lines)
     assert_destination_matches_api(loader, sandbox, entities=entities, hard_delete=hard_delete)
     # a run with nothing deleted: one count per entity
-    quiet = source_connections(run(loader, entities=entities, hard_delete=hard_delete))[0]
+    quiet = source_connections(loader.run_source(entities=entities, hard_delete=hard_delete))[0]
     assert quiet.deletes_found == {} and quiet.delete_requests <= len(entities) + 2
     assert_destination_matches_api(loader, sandbox, entities=entities, hard_delete=hard_delete)
 
@@ -292,7 +282,7 @@ def test_deletes_are_found_and_marked_or_removed(
 
 def test_the_watermark_follows_finished_syncs_only(sandbox: Sandbox, tmp_path: Path) -> None:
     loader = unified_loader(sandbox, tmp_path)
-    run(loader, entities=["vendors"])
+    loader.run_source(entities=["vendors"])
     stored = loader.watermarks("vendors")
     status = httpx.get(
         f"{sandbox.url}/api/integrations/current",
@@ -303,7 +293,7 @@ def test_the_watermark_follows_finished_syncs_only(sandbox: Sandbox, tmp_path: P
     sandbox.sync("acme", status="syncing")
     sandbox.sync("globex", status="error", publish=False)
     sandbox.put_record("acme", "vendors", "V-DURING", {"name": "during a sync"})
-    source = run(loader, entities=["vendors"])
+    source = loader.run_source(entities=["vendors"])
     assert loader.watermarks("vendors") == stored
     assert ("acme", "V-DURING") in loader.rows("vendors")
     notes = {c.name: " ".join(c.notes) for c in source_connections(source)}
@@ -312,7 +302,7 @@ def test_the_watermark_follows_finished_syncs_only(sandbox: Sandbox, tmp_path: P
     # a finished sync moves it
     sandbox.sync("acme", status="active")
     sandbox.sync("globex", status="active")
-    run(loader, entities=["vendors"])
+    loader.run_source(entities=["vendors"])
     assert loader.watermarks("vendors")["acme"] > stored["acme"]
     assert_destination_matches_api(loader, sandbox, entities=["vendors"])
 
@@ -320,7 +310,7 @@ def test_the_watermark_follows_finished_syncs_only(sandbox: Sandbox, tmp_path: P
 def test_fail_fails_that_connection_and_the_others_load(sandbox: Sandbox, tmp_path: Path) -> None:
     loader = unified_loader(sandbox, tmp_path)
     sandbox.sync("globex", status="reauthorization_required", publish=False)
-    source = run(loader, entities=["vendors", "sites"])
+    source = loader.run_source(entities=["vendors", "sites"])
     failures = connection_failures(source)
     assert set(failures) == {"globex"}
     assert isinstance(failures["globex"], ReauthorizationRequired)
@@ -337,8 +327,8 @@ def test_late_changes_before_the_sync_point_are_caught(sandbox: Sandbox, tmp_pat
     reads it again."""
     with_lookback = unified_loader(sandbox, tmp_path, "with")
     without = unified_loader(sandbox, tmp_path, "without")
-    run(with_lookback, entities=["vendors"])
-    run(without, entities=["vendors"], lookback_seconds=0)
+    with_lookback.run_source(entities=["vendors"])
+    without.run_source(entities=["vendors"], lookback_seconds=0)
     point = with_lookback.watermarks("vendors")["acme"]
     late = format_timestamp(parse_api_time(point) - timedelta(seconds=30))  # type: ignore[operator]
     vendor = sandbox.records("vendors", "acme")[3]
@@ -350,8 +340,8 @@ def test_late_changes_before_the_sync_point_are_caught(sandbox: Sandbox, tmp_pat
             f"/_admin/connections/acme/vendors/{key}", json={**fields, "updatedAt": late}
         )
         assert response.status_code == 200, response.text
-    run(with_lookback, entities=["vendors"])
-    run(without, entities=["vendors"], lookback_seconds=0)
+    with_lookback.run_source(entities=["vendors"])
+    without.run_source(entities=["vendors"], lookback_seconds=0)
     assert ("acme", "V-LATE-NEW") in with_lookback.rows("vendors")
     assert ("acme", "V-LATE-NEW") in without.rows("vendors")
     assert with_lookback.rows("vendors")[("acme", vendor["key"])]["name"] == "late change"
@@ -404,7 +394,7 @@ def test_laravel_errors_name_the_request_and_redirects_are_not_followed(
         },
     )
     transport = Recording()
-    source = run(loader, entities=["vendors"], transport=transport)
+    source = loader.run_source(entities=["vendors"], transport=transport)
     failures = connection_failures(source)
     assert isinstance(failures["acme"], BadRequestError)
     text = str(failures["acme"])
@@ -425,7 +415,7 @@ def test_rate_limit_with_a_unix_reset_is_waited_and_money_as_numbers_lands_exact
     )
     sandbox.post("/_admin/connections/plant/rate-limit", {"limit": 4, "window_seconds": 1})
     loader = unified_loader(sandbox, tmp_path)
-    run(loader, entities=["purchase_orders", "vendors"], page_size=5)
+    loader.run_source(entities=["purchase_orders", "vendors"], page_size=5)
     stats = sandbox.admin.get("/_admin/stats").json()["data"]["connections"]["plant"]
     # the unified dialect sends no reset before a 429: the first 429 teaches the window's
     # length (one per listing running at that moment), then the pace keeps under the limit
@@ -453,7 +443,7 @@ def test_every_entity_path_of_both_families_is_read_from_the_listing_only(
     """No request relies on `links.next`: every listing request sets its own filters."""
     loader = unified_loader(sandbox, tmp_path)
     transport = Recording()
-    run(loader, page_size=5, max_slices=1, transport=transport)
+    loader.run_source(page_size=5, max_slices=1, transport=transport)
     for request in transport.requests:
         if (
             request.url.path.startswith(("/api/erp/", "/api/eam/"))

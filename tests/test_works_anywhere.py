@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ import dlt
 import duckdb
 import pytest
 from conftest import ALL_TABLES, Loader, Sandbox, assert_destination_matches_api
+from test_resilience_process import dlt_command
 
 from makini_source.cli import main
 
@@ -119,7 +119,7 @@ def test_runs_from_the_repository_and_from_elsewhere_share_one_dataset(
 
     # dlt's own reset commands, from the repository root (its .dlt/config.toml is read)
     dlt_env = {**env, "DESTINATION__DUCKDB__CREDENTIALS": str(database)}
-    dlt_cli = [_dlt_command(), "-y", "pipeline", "--pipelines-dir", str(pipelines), "anywhere"]
+    dlt_cli = [dlt_command(), "-y", "pipeline", "--pipelines-dir", str(pipelines), "anywhere"]
     dropped = run_process([*dlt_cli, "drop", "--drop-all"], REPO, dlt_env)
     assert dropped.returncode == 0, dropped.stdout[-2000:] + dropped.stderr[-2000:]
     synced = run_process([*dlt_cli, "sync"], REPO, dlt_env)
@@ -203,7 +203,7 @@ def test_a_package_with_failed_jobs_exits_non_zero_and_says_what_to_do(
         command = re.search(r"`(dlt pipeline .* drop sites)`", message)
         assert command and "moved on" in message, message
         dlt_env = {**os.environ, "DESTINATION__DUCKDB__CREDENTIALS": str(database)}
-        reload = command.group(1).replace("dlt ", f"{_dlt_command()} -y ", 1).split()
+        reload = command.group(1).replace("dlt ", f"{dlt_command()} -y ", 1).split()
         done = run_process(reload, tmp_path, dlt_env)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     elif outcome.startswith("aborted"):
@@ -214,13 +214,6 @@ def test_a_package_with_failed_jobs_exits_non_zero_and_says_what_to_do(
     check = reader(sandbox, tmp_path / "reader", database)
     for table in ("sites", "vendors"):
         assert set(check.rows(table)) == set(sandbox.snapshot(table)), table
-
-
-def _dlt_command() -> str:
-    beside = Path(sys.executable).parent / "dlt"
-    found = str(beside) if beside.exists() else shutil.which("dlt")
-    assert found, "the dlt command is not installed"
-    return found
 
 
 def test_duckdb_memory_limit_and_load_jobs_are_set_in_code(tmp_path: Path) -> None:
