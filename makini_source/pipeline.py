@@ -39,7 +39,8 @@ from __future__ import annotations
 import difflib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -153,10 +154,49 @@ def load(pipeline: dlt.Pipeline, source: Any, **run_kwargs: Any) -> LoadInfo:
         PipelineStepFailed: Extracting or normalizing failed (the cause in `.exception`).
     """
     run_kwargs.setdefault("loader_file_format", LOADER_FILE_FORMAT)
-    finish_pending(pipeline)
-    info = _load_step(pipeline, lambda: pipeline.run(source, **run_kwargs))
+    with duckdb_kept_open(pipeline):
+        finish_pending(pipeline)
+        info = _load_step(pipeline, lambda: pipeline.run(source, **run_kwargs))
     check_load_info(pipeline, info)
     return info
+
+
+@contextmanager
+def duckdb_kept_open(pipeline: dlt.Pipeline) -> Iterator[None]:
+    """Keeps a DuckDB destination's database open for the block (other destinations: no-op).
+
+    dlt closes DuckDB whenever no load job holds a connection, so each job of a load reopens
+    the file and each close checkpoints it: a fixed cost per table, paid again for every
+    child and report table. One connection held here keeps the database instance alive
+    and dlt's connections join it (same process, same file, same settings); it is closed,
+    and the database checkpointed once, when the block ends. Other processes cannot open
+    the file meanwhile, as during any DuckDB load.
+    """
+    held = _open_duckdb(pipeline)
+    try:
+        yield
+    finally:
+        if held is not None:
+            held.close()
+
+
+def _open_duckdb(pipeline: dlt.Pipeline) -> Any:
+    """A connection to the pipeline's DuckDB file, or None (another destination, a
+    connection the user passed in, or one DuckDB would not open beside dlt's)."""
+    destination = pipeline.destination
+    if destination is None or destination.destination_name != "duckdb":
+        return None
+    import duckdb
+
+    try:
+        with pipeline.destination_client() as client:
+            credentials = client.config.credentials
+        if not isinstance(credentials, DuckDbCredentials) or credentials.external_conn():
+            return None
+        return duckdb.connect(credentials._conn_str(), read_only=bool(credentials.read_only))
+    except Exception as exc:  # noqa: BLE001 - only a speed-up: dlt opens the file itself
+        logger.debug("DuckDB not kept open during the run: %s", exc)
+        return None
 
 
 def finish_pending(pipeline: dlt.Pipeline) -> None:

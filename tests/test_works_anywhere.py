@@ -227,3 +227,39 @@ def test_duckdb_memory_limit_and_load_jobs_are_set_in_code(tmp_path: Path) -> No
         rows = client.execute_sql("SELECT current_setting('memory_limit')") or []
     ((limit,),) = rows
     assert limit == "91.5 MiB", limit  # 96MB (10^6 bytes) as DuckDB prints it
+
+
+def test_duckdb_stays_open_for_a_run_and_is_let_go_after_it(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """`load()` holds a DuckDB destination open while it runs (dlt would reopen and
+    checkpoint the file for every load job) and lets go of it when it returns; other
+    destinations and a connection the user passed in are left alone."""
+    import duckdb
+
+    from makini_source import makini_source
+    from makini_source.pipeline import _open_duckdb, load, make_destination, make_pipeline
+
+    database = tmp_path / "held.duckdb"
+    pipeline = make_pipeline(
+        "held", make_destination("duckdb", duckdb_file=database), pipelines_dir=str(tmp_path / "p")
+    )
+    held = _open_duckdb(pipeline)
+    assert held is not None
+    held.close()
+    load(pipeline, makini_source(base_url=sandbox.url, connections=dict(sandbox.tokens)))
+    # nothing holds the file now: a read-only open (refused beside a live writer) works
+    with duckdb.connect(str(database), read_only=True) as reader:
+        ((count,),) = reader.execute("SELECT count(*) FROM makini_data.vendors").fetchall()
+    assert count == len(sandbox.snapshot("vendors"))
+
+    own = duckdb.connect(str(tmp_path / "own.duckdb"))
+    passed_in = dlt.pipeline(
+        "own", destination=dlt.destinations.duckdb(own), pipelines_dir=str(tmp_path / "p")
+    )
+    assert _open_duckdb(passed_in) is None
+    own.close()
+    elsewhere = dlt.pipeline(
+        "pg", destination="postgres", pipelines_dir=str(tmp_path / "p"), dataset_name="d"
+    )
+    assert _open_duckdb(elsewhere) is None
