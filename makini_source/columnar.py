@@ -138,13 +138,11 @@ class PageDecoder:
     def __init__(self, entity: Entity, arrow: bool = True) -> None:
         self._arrow = arrow
         self._declined_in_a_row = 0
-        self._options = pj.ParseOptions(
-            explicit_schema=pa.schema(
-                [pa.field("data", pa.list_(pa.struct(explicit_fields(entity))))]
-            ),
-            unexpected_field_behavior="infer",  # every other field is typed from its values
-            newlines_in_values=True,
-        )
+        # decimals are read as text and cast when converted, as the exact path does (the
+        # reader's own decimal parsing costs ~15% of a PO page); a server that sends them as
+        # JSON numbers gets the reader's decimals from its first page on
+        self._options = _parse_options(explicit_fields(entity, decimals_as_text=True))
+        self._number_options: pj.ParseOptions | None = _parse_options(explicit_fields(entity))
 
     def __call__(self, body: bytes) -> DecodedPage:
         """The page.
@@ -164,18 +162,12 @@ class PageDecoder:
         return read_json_page(body)
 
     def _read_arrow(self, body: bytes) -> DecodedPage | None:
-        try:
-            table = pj.read_json(
-                pa.BufferReader(body),
-                # one block holds the whole body: a record never straddles blocks, and the
-                # reader infers one type per field for the whole page
-                read_options=pj.ReadOptions(use_threads=False, block_size=len(body) + 64),
-                parse_options=self._options,
-            )
-            # the reader does not check UTF-8: invalid text goes to the exact path, which
-            # refuses it (orjson)
-            table.validate(full=True)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        table = _read_table(body, self._options)
+        if table is None and self._number_options is not None:
+            table = _read_table(body, self._number_options)
+            if table is not None:  # decimals come as JSON numbers: read them so from now on
+                self._options, self._number_options = self._number_options, None
+        if table is None:
             return None
         if table.num_rows != 1 or any(map(_inexact_floats, table.columns)):
             # pyarrow's reader takes NaN and reads long integers as floats: such a page goes
@@ -194,6 +186,32 @@ class PageDecoder:
             name: table.column(name)[0].as_py() for name in table.column_names if name != "data"
         }
         return DecodedPage(ArrowRecords(records, body), envelope, body)  # type: ignore[arg-type]
+
+
+def _parse_options(fields: list[pa.Field]) -> pj.ParseOptions:
+    return pj.ParseOptions(
+        explicit_schema=pa.schema([pa.field("data", pa.list_(pa.struct(fields)))]),
+        unexpected_field_behavior="infer",  # every other field is typed from its values
+        newlines_in_values=True,
+    )
+
+
+def _read_table(body: bytes, options: pj.ParseOptions) -> pa.Table | None:
+    """The body read by pyarrow's JSON reader, or None where it cannot read it."""
+    try:
+        table = pj.read_json(
+            pa.BufferReader(body),
+            # one block holds the whole body: a record never straddles blocks, and the
+            # reader infers one type per field for the whole page
+            read_options=pj.ReadOptions(use_threads=False, block_size=len(body) + 64),
+            parse_options=options,
+        )
+        # the reader does not check UTF-8: invalid text goes to the exact path, which
+        # refuses it (orjson)
+        table.validate(full=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+    return table
 
 
 # a float beyond this magnitude may be an integer literal that lost digits
@@ -244,23 +262,31 @@ def exact_records(body: bytes) -> list[Any]:
     return records
 
 
-def explicit_fields(entity: Entity) -> list[pa.Field]:
-    """The Arrow fields the reader must not infer, at every level of an entity's records."""
-    fields = _typed_fields(entity.fields)
+def explicit_fields(entity: Entity, decimals_as_text: bool = False) -> list[pa.Field]:
+    """The Arrow fields the reader must not infer, at every level of an entity's records.
+
+    Args:
+        entity: The entity.
+        decimals_as_text: Read decimals as text (JSON strings only) instead of as decimals
+            (JSON strings or numbers).
+    """
+    decimal = pa.string() if decimals_as_text else DECIMAL_TYPE
+    fields = _typed_fields(entity.fields, decimal)
     for child in entity.children:
-        fields.append(pa.field(child.field, pa.list_(pa.struct(_typed_fields(child.fields)))))
+        child_fields = _typed_fields(child.fields, decimal)
+        fields.append(pa.field(child.field, pa.list_(pa.struct(child_fields))))
     return fields
 
 
-def _typed_fields(fields: Iterable[Field]) -> list[pa.Field]:
+def _typed_fields(fields: Iterable[Field], decimal: pa.DataType) -> list[pa.Field]:
     typed = []
     for field in fields:
         if field.type == "decimal":
-            typed.append(pa.field(field.name, DECIMAL_TYPE))
+            typed.append(pa.field(field.name, decimal))
         elif field.type in ("timestamp", "date"):
             typed.append(pa.field(field.name, pa.string()))
         elif field.type == "object" and field.fields:
-            sub = _typed_fields(field.fields)
+            sub = _typed_fields(field.fields, decimal)
             if sub:
                 typed.append(pa.field(field.name, pa.struct(sub)))
     return typed

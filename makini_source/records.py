@@ -734,7 +734,12 @@ def _strict_arrow(values: pa.Array, kind: FieldType) -> pa.Array:
     if kind == "decimal":
         if values.type == DECIMAL_TYPE:
             return values
-        raise Declined(f"a decimal read as {values.type}")
+        if not pa.types.is_string(values.type):
+            raise Declined(f"a decimal read as {values.type}")
+        try:  # as the exact path converts a decimal sent as text
+            return pc.cast(values, DECIMAL_TYPE)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            raise Declined("an invalid decimal") from None
     if not pa.types.is_string(values.type):
         raise Declined(f"a {kind} read as {values.type}")
     try:

@@ -373,10 +373,11 @@ def test_a_bad_value_in_pages_converted_together_names_its_own_page() -> None:
     batcher = PageBatcher(RecordConverter(spec, "acme"), 1_000)
     for number, page in enumerate(good):
         assert batcher.add(page, f"req-{number}") == []  # collected, not converted
-    # the invalid decimal keeps the page out of Arrow: it is converted the exact way at once,
-    # after the pages before it, and its error names its own request
+    # the invalid decimal fails the batch's Arrow conversion: the pages are converted one by
+    # one, the bad one the exact way, and its error names its own request
     with pytest.raises(ContractViolationError) as error:
         batcher.add(bad, "req-bad")
+        batcher.flush()
     assert error.value.request_id == "req-bad"
     assert error.value.field == "totalNetValue"
 
@@ -408,3 +409,22 @@ def test_ordinary_floats_stay_on_the_arrow_path() -> None:
     body = b'{"data": [{"key": "A", "updatedAt": "2024-01-01T00:00:00Z", "x": 1.5, "y": [2.25]}]}'
     page = PageDecoder(ENTITIES["vendors"])(body)
     assert not isinstance(page.records, list)
+
+
+def test_decimals_sent_as_numbers_switch_the_reader_once_and_stay_exact() -> None:
+    """Decimals are read as text (cast when converted); a server that sends them as JSON
+    numbers makes the reader read decimals itself, from that page on, still through Arrow."""
+    from decimal import Decimal
+
+    spec = ENTITIES["purchase_orders"]
+    reader = PageDecoder(spec)
+    as_text = reader(_body([_po("A")]))
+    numbers = _body([_po("B")]).replace(b'"totalNetValue":"10.5000"', b'"totalNetValue":10.5000')
+    as_number = reader(numbers)
+    later_text = reader(_body([_po("C")]))
+    converter = RecordConverter(spec, "acme")
+    for page in (as_text, as_number, later_text):
+        assert not isinstance(page.records, list)  # Arrow, not the exact path
+        table = converter.convert(page, "r").main
+        assert table is not None
+        assert table.column("total_net_value").to_pylist() == [Decimal("10.500000000")]
