@@ -816,6 +816,10 @@ def _lenient_arrow(values: pa.Array, kind: FieldType) -> pa.Array:
     if kind in ("text", "json"):
         if pa.types.is_string(kind_of):
             return values
+        if kind == "json" and kind_of == _TEXT_LIST:
+            as_text = _text_lists_as_json(values)
+            if as_text is not None:
+                return as_text
         if kind == "json" and _json_exact(kind_of):
             return _json_text(values.to_pylist(), normalize=True)
         if kind == "text" and kind_of in (pa.int64(), pa.bool_()):
@@ -841,6 +845,25 @@ def _lenient_arrow(values: pa.Array, kind: FieldType) -> pa.Array:
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                     pass  # out of range: the exact path puts it in the variant column
     raise Declined(f"{kind} read as {kind_of}")
+
+
+_TEXT_LIST = pa.list_(pa.string())
+# what orjson writes escaped inside a JSON string (it leaves every other character as it is)
+_NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
+
+
+def _text_lists_as_json(values: pa.Array) -> pa.Array | None:
+    """Lists of text as the JSON text `_json_text` writes, built in Arrow (the most common
+    list, e.g. tags, and ~0.6 s of Python a 100,000-PO sync); None when an item is null or
+    needs escaping."""
+    items = values.flatten()
+    if items.null_count or (
+        len(items) and pc.any(pc.match_substring_regex(items, _NEEDS_ESCAPE)).as_py()
+    ):
+        return None
+    joined = pc.binary_join(values, '","')  # null for a null list, "" for an empty one
+    quoted = pc.binary_join_element_wise('["', joined, '"]', "")
+    return pc.if_else(pc.equal(pc.list_value_length(values), 0), "[]", quoted)
 
 
 def _json_exact(kind: pa.DataType) -> bool:

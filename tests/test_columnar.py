@@ -174,6 +174,16 @@ CORNER_PAGES = {
         _po("A", tags=["x", "y"], codes=[1, 2], flags=[True], empty=[]),
         _po("B", tags=[], codes=None, flags=[False, None], empty=[]),
     ],
+    "lists of text, some null or empty (built in Arrow)": [
+        _po("A", tags=["é", "😀", "a b", "", "\u2028", "a/b"]),
+        _po("B", tags=None),
+        _po("C", tags=[]),
+        {k: v for k, v in _po("D").items() if k != "tags"},
+    ],
+    "lists of text that JSON escapes": [
+        _po("A", tags=['say "hi"', "back\\slash"]),
+        _po("B", tags=["line\nbreak", "\u0001", None]),
+    ],
     "custom field null on the whole page": [
         _po("A", customFields={"Budget": None}),
         _po("B", customFields={"Budget": None}),
