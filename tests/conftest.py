@@ -13,6 +13,7 @@ import os
 # variables. Set before dlt reads its configuration.
 os.environ.setdefault("PROVIDERS__ENABLE_AIRFLOW_SECRETS", "false")
 
+import subprocess
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -44,6 +45,19 @@ ENTITY_PATHS = {
     "assets": "assets",
     "work_orders": "work-orders",
 }
+
+
+def run_captured(
+    command: list[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Runs a command to its end, its output captured as text; the caller checks the exit
+    status (many tests expect a failure)."""
+    return subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def small_connections(purchase_orders: int = 25) -> list[ConnectionConfig]:
@@ -269,7 +283,6 @@ import pwd
 import re
 import shutil
 import socket
-import subprocess
 import tempfile
 
 POSTGRES_USER = "postgres"
@@ -338,14 +351,10 @@ class PostgresServer:
         self._counter = 0
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [*self._as_user, *args],
-            cwd=self.root,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=check,
-        )
+        done = run_captured([*self._as_user, *args], self.root)
+        if check:
+            done.check_returncode()
+        return done
 
     def start(self) -> PostgresServer:
         password_file = self.root / "pw"

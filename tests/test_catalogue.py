@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ENTITY_PATHS, Sandbox
+from conftest import ENTITY_PATHS, Sandbox, run_captured
 from dlt.common.normalizers.naming.snake_case import NamingConvention
 
 from makini_source.catalogue import (
@@ -75,15 +75,7 @@ V1_MONEY = [
 
 def run_script(*args: str | Path, hash_seed: str = "0") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": hash_seed}
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, args)],
-        cwd=REPO,
-        env=env,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_captured([sys.executable, str(SCRIPT), *map(str, args)], REPO, env)
 
 
 def openapi(family: str) -> dict[str, Any]:
@@ -431,11 +423,7 @@ def test_entity_lookups_name_what_is_missing() -> None:
 def test_the_column_reference_is_generated_from_the_catalogue() -> None:
     """docs/tables.md is what scripts/generate_table_docs.py writes now (rerun it after a
     catalogue or converter change)."""
-    result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "generate_table_docs.py"), "--check"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
+    result = run_captured(
+        [sys.executable, str(REPO / "scripts" / "generate_table_docs.py"), "--check"], REPO
     )
     assert result.returncode == 0, result.stderr

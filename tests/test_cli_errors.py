@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Sandbox
+from conftest import Sandbox, run_captured
 
 from makini_source.cli import main
 
@@ -145,14 +144,10 @@ def test_no_connections_configured_outside_the_repository(tmp_path: Path) -> Non
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["DLT_DATA_DIR"] = str(tmp_path / "dlt")  # no ~/.dlt of whoever runs the tests
-    run = subprocess.run(
+    run = run_captured(
         [sys.executable, "-m", "makini_source.cli", "--pipelines-dir", str(tmp_path / "p")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        tmp_path,
+        env,
     )
     assert run.returncode == 2, run.stderr
     lines = run.stderr.strip().splitlines()

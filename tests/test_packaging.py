@@ -21,7 +21,7 @@ import venv
 from pathlib import Path
 
 import pytest
-from conftest import Sandbox
+from conftest import Sandbox, run_captured
 from test_works_anywhere import columns
 
 from makini_source.cli import main
@@ -33,9 +33,7 @@ IGNORED = shutil.ignore_patterns(
 
 
 def run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
+    done = run_captured(command, cwd, env, timeout=300)
     assert done.returncode == 0, f"{command}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done
 

@@ -20,7 +20,14 @@ from typing import Any
 import dlt
 import pendulum
 import pytest
-from conftest import Loader, Sandbox, SqlDataset, assert_destination_matches_api, small_connections
+from conftest import (
+    Loader,
+    Sandbox,
+    SqlDataset,
+    assert_destination_matches_api,
+    run_captured,
+    small_connections,
+)
 
 from makini_sandbox import ConnectionConfig, SandboxConfig
 
@@ -61,15 +68,7 @@ def pipeline_command(workdir: Path, *args: str) -> list[str]:
 
 def run_pipeline(workdir: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     """Runs the pipeline script to the end; its output captured as text."""
-    return subprocess.run(
-        pipeline_command(workdir, *args),
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_captured(pipeline_command(workdir, *args), ROOT, env)
 
 
 def open_pipeline(workdir: Path) -> dlt.Pipeline:
@@ -235,14 +234,10 @@ def dlt_pipeline_command(
     pipelines_dir: Path, pipeline: str, *command: str, env: dict[str, str]
 ) -> str:
     """`dlt pipeline <pipeline> <command>` from the repository root; its stdout and stderr."""
-    shown = subprocess.run(
+    shown = run_captured(
         [dlt_command(), "pipeline", "--pipelines-dir", str(pipelines_dir), pipeline, *command],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        ROOT,
+        env,
     )
     assert shown.returncode == 0, shown.stderr
     return shown.stdout + shown.stderr

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import dlt
 import duckdb
 import pytest
-from conftest import ALL_TABLES, Loader, Sandbox, assert_destination_matches_api
+from conftest import ALL_TABLES, Loader, Sandbox, assert_destination_matches_api, run_captured
 from test_resilience_process import dlt_command
 
 from makini_source.cli import main
@@ -41,14 +40,6 @@ def environment(sandbox: Sandbox, tmp_path: Path, **extra: str) -> dict[str, str
         **extra,
     )
     return env
-
-
-def run_process(
-    command: list[str], cwd: Path, env: dict[str, str]
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=180, check=False
-    )
 
 
 def reader(sandbox: Sandbox, workdir: Path, database: Path) -> Loader:
@@ -90,7 +81,7 @@ def test_runs_from_the_repository_and_from_elsewhere_share_one_dataset(
         "--no-progress",
     ]
 
-    first = run_process(command, REPO, env)
+    first = run_captured(command, REPO, env, timeout=180)
     assert first.returncode == 0, first.stderr[-3000:]
     shape = columns(database)
     for table in ALL_TABLES:
@@ -100,7 +91,7 @@ def test_runs_from_the_repository_and_from_elsewhere_share_one_dataset(
     sandbox.put_record("acme", "vendors", "V-000001", {"name": "Renamed elsewhere"})
     sandbox.put_record("globex", "sites", "S-NEW", {"name": "New site"})
     sandbox.sync_all()
-    second = run_process(command, elsewhere, env)
+    second = run_captured(command, elsewhere, env, timeout=180)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "vendors" in second.stdout and "Renamed" not in second.stderr
     assert columns(database) == shape  # the same tables, the same columns
@@ -120,9 +111,9 @@ def test_runs_from_the_repository_and_from_elsewhere_share_one_dataset(
     # dlt's own reset commands, from the repository root (its .dlt/config.toml is read)
     dlt_env = {**env, "DESTINATION__DUCKDB__CREDENTIALS": str(database)}
     dlt_cli = [dlt_command(), "-y", "pipeline", "--pipelines-dir", str(pipelines), "anywhere"]
-    dropped = run_process([*dlt_cli, "drop", "--drop-all"], REPO, dlt_env)
+    dropped = run_captured([*dlt_cli, "drop", "--drop-all"], REPO, dlt_env, timeout=180)
     assert dropped.returncode == 0, dropped.stdout[-2000:] + dropped.stderr[-2000:]
-    synced = run_process([*dlt_cli, "sync"], REPO, dlt_env)
+    synced = run_captured([*dlt_cli, "sync"], REPO, dlt_env, timeout=180)
     assert synced.returncode == 0, synced.stdout[-2000:] + synced.stderr[-2000:]
     with duckdb.connect(str(database), read_only=True) as con:
         left = con.execute(
@@ -146,7 +137,7 @@ def test_readme_first_snippet_exits_non_zero_when_a_connection_fails(
     env = environment(sandbox, tmp_path)
 
     sandbox.post("/_admin/connections/globex/token", {"revoked": True})
-    failed = run_process([sys.executable, str(script)], tmp_path, env)
+    failed = run_captured([sys.executable, str(script)], tmp_path, env, timeout=180)
     assert failed.returncode != 0
     assert "ConnectionsFailed" in failed.stderr and "globex" in failed.stderr
     for token in sandbox.tokens.values():
@@ -204,7 +195,7 @@ def test_a_package_with_failed_jobs_exits_non_zero_and_says_what_to_do(
         assert command and "moved on" in message, message
         dlt_env = {**os.environ, "DESTINATION__DUCKDB__CREDENTIALS": str(database)}
         reload = command.group(1).replace("dlt ", f"{dlt_command()} -y ", 1).split()
-        done = run_process(reload, tmp_path, dlt_env)
+        done = run_captured(reload, tmp_path, dlt_env, timeout=180)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     elif outcome.startswith("aborted"):
         assert "was aborted" in message and "run again to read" in message
