@@ -201,14 +201,23 @@ def _open_duckdb(pipeline: dlt.Pipeline) -> Any:
     import duckdb
 
     try:
-        with pipeline.destination_client() as client:
-            credentials = client.config.credentials
+        credentials = _duckdb_credentials(pipeline)
         if not isinstance(credentials, DuckDbCredentials) or credentials.external_conn():
             return None
         return duckdb.connect(credentials._conn_str(), read_only=bool(credentials.read_only))
     except Exception as exc:  # noqa: BLE001 - only a speed-up: dlt opens the file itself
         logger.debug("DuckDB not kept open during the run: %s", exc)
         return None
+
+
+def _duckdb_credentials(pipeline: dlt.Pipeline) -> Any:
+    """The DuckDB credentials the pipeline's loads will use."""
+    given = pipeline.destination.config_params.get("credentials")  # type: ignore[union-attr]
+    if isinstance(given, DuckDbCredentials) and Path(str(given.database)).is_absolute():
+        # as `make_destination` builds them: nothing for dlt to resolve (a client costs ~40 ms)
+        return given
+    with pipeline.destination_client() as client:
+        return client.config.credentials
 
 
 def finish_pending(pipeline: dlt.Pipeline) -> None:

@@ -1202,9 +1202,14 @@ class SupersededChildren:
         """Child table -> marker rows for items of superseded parent versions (maybe none)."""
         if not self._parents:
             return {}
+        keys = pa.concat_arrays([keys for keys, _ in self._parents])
+        if len(pc.unique(keys)) == len(keys):
+            # no parent read twice, the usual case: skip the grouping (measured: its first use
+            # in a process 15-30 ms, 60 ms at 100,000 keys; this check 0.3 ms, 6 ms)
+            return {}
         parents = pa.table(
             {
-                "parent": pa.concat_arrays([keys for keys, _ in self._parents]),
+                "parent": keys,
                 "version": pa.concat_arrays([versions for _, versions in self._parents]),
             }
         )
