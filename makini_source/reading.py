@@ -28,6 +28,8 @@ from typing import Any
 import dlt
 import pyarrow as pa
 import pyarrow.compute as pc
+from dlt.common.configuration.container import Container
+from dlt.common.pipeline import PipelineContext
 
 from makini_source.catalogue import Entity, load_catalogue
 from makini_source.columnar import PageDecoder
@@ -160,10 +162,8 @@ class EntityRead:
         self._hints = {entity.table: main_hints(entity, options.hard_delete)}
         self._hints.update({child.table: child_hints(entity, child) for child in entity.children})
         self._hints[CUSTOM_FIELD_COLUMNS_TABLE] = custom_field_columns_hints()
-        try:
-            self._pipeline: Any = dlt.current.pipeline()
-        except Exception:  # noqa: BLE001 - extracted without a pipeline: deletes cannot be found
-            self._pipeline = None
+        # None when extracted without a pipeline: deletes cannot be found then
+        self._pipeline: Any = _running_pipeline()
 
     def __iter__(self) -> Iterator[Any]:
         fanin = FanIn(PAGES_AHEAD, MAX_CONCURRENT_LISTINGS)
@@ -590,3 +590,13 @@ def _replace_marker(connection: str, entity: Entity) -> pa.Table:
         ]
     )
     return pa.Table.from_arrays(list(columns.values()), schema=schema)
+
+
+def _running_pipeline() -> Any:
+    """The pipeline extracting the source, or None.
+
+    Not `dlt.current.pipeline()`: that resolves dlt's pipeline configuration on every call
+    (milliseconds, once per entity and run) and, with no pipeline active, creates one.
+    """
+    context = Container()[PipelineContext]
+    return context.pipeline() if context.is_active() else None

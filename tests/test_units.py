@@ -402,3 +402,16 @@ def test_text_columns_are_searched_for_nul_only_where_their_bytes_hold_one() -> 
     assert not _may_hold_nul(pa.array([None, None], pa.string()))
     # a slice may keep the bytes of values outside it: a false alarm only costs the search
     assert _may_hold_nul(pa.array(["a\x00", "b"]).slice(1))
+
+
+def test_reading_outside_a_pipeline_finds_none_and_makes_none() -> None:
+    """An entity read without a running pipeline (a source iterated by hand) gets no
+    pipeline, and asking does not create dlt's default one."""
+    from dlt.common.configuration.container import Container
+    from dlt.common.pipeline import PipelineContext
+
+    from makini_source.reading import _running_pipeline
+
+    with Container().injectable_context(PipelineContext()) as context:
+        assert _running_pipeline() is None
+        assert not context.is_active()
