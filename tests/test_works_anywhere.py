@@ -226,7 +226,7 @@ def test_duckdb_memory_limit_and_load_jobs_are_set_in_code(tmp_path: Path) -> No
 
 
 def test_duckdb_stays_open_for_a_run_and_is_let_go_after_it(
-    sandbox: Sandbox, tmp_path: Path
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`load()` holds a DuckDB destination open while it runs (dlt would reopen and
     checkpoint the file for every load job) and lets go of it when it returns; other
@@ -243,6 +243,17 @@ def test_duckdb_stays_open_for_a_run_and_is_let_go_after_it(
     held = _open_duckdb(pipeline)
     assert held is not None
     held.close()
+    # a DuckDB destination configured the dlt way (credentials not given in code) is held too
+    configured = tmp_path / "configured.duckdb"
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(configured))
+    by_config = dlt.pipeline("configured", destination="duckdb", pipelines_dir=str(tmp_path / "p"))
+    held = _open_duckdb(by_config)
+    assert held is not None
+    ((path,),) = held.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchall()
+    held.close()
+    assert Path(path) == configured
     load(pipeline, makini_source(base_url=sandbox.url, connections=dict(sandbox.tokens)))
     # nothing holds the file now: a read-only open (refused beside a live writer) works
     with duckdb.connect(str(database), read_only=True) as reader:
