@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
 
 import pyarrow as pa
@@ -18,10 +19,22 @@ import pyarrow as pa
 def release_unused_memory() -> None:
     """Returns freed allocator memory to the OS (Arrow's pool; glibc's heap on Linux)."""
     pa.default_memory_pool().release_unused()
-    if sys.platform.startswith("linux"):
-        libc_name = ctypes.util.find_library("c")
-        if libc_name:
-            try:
-                ctypes.CDLL(libc_name).malloc_trim(0)
-            except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to trim
-                pass
+    libc = _libc()
+    if libc is not None:
+        try:
+            libc.malloc_trim(0)
+        except AttributeError:  # not glibc (e.g. musl): nothing to trim
+            pass
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library on Linux, else None; looked up once (`find_library` runs `ldconfig`,
+    ~2 ms, and this is called once per entity and run)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
