@@ -19,15 +19,21 @@ Usage::
     python pipelines/benchmark_ab.py /tmp/before . --rounds 4 --dialect unified
     python pipelines/benchmark_ab.py /tmp/before . --rounds 4 --incremental --replays 3
 
+With ``--incremental`` every checkout first makes its full sync (each in its own pipeline and
+DuckDB file), then the sandbox changes 1% of the POs once, and each checkout runs its
+incremental run on top of its full sync: all of them read the same changes on the same data.
+Whether a run pays one of DuckDB's occasional recompressing checkpoints (1-2 s) depends on
+where the changed rows sit in the file; with the same history it falls on the same round for
+every checkout (with separate changes per checkout, it fell on one of them at random).
+
 With ``--replays K`` each round's incremental run is run K times from a copy of the pipeline
 (its working directory and DuckDB file) taken before the first, and its figure is their
 median: every replay does the same work on the same file, so they differ only by the
-machine's noise. Rounds still differ in where the changed rows sit, which decides whether a
-run pays one of DuckDB's occasional recompressing checkpoints (1-2 s, either checkout).
+machine's noise (typically ±0.1 s).
 
 It prints every run and then, per checkout, the median wall seconds, the median ratio to the
-round's floor, the median CPU seconds and the largest peak RSS (and the incremental run's
-share of its full sync with ``--incremental``).
+round's floor, the median CPU, extract and load seconds, and the largest peak RSS (and the
+incremental run's median and its share of its full sync with ``--incremental``).
 """
 
 from __future__ import annotations
@@ -71,28 +77,49 @@ def _wall(tree: Path, args: dict[str, Any], workdir: Path) -> float:
     return float(run_mode(tree, "makini", args, workdir)["wall"])
 
 
-def replayed(run: Callable[[], float], workdir: Path, times: int) -> list[float]:
-    """`run` (a pipeline run in `workdir`) `times` times, each from the pipeline's working
-    directory and DuckDB file as they were before the first; returns the walls."""
+def _pipeline_files(workdir: Path, name: str) -> list[Path]:
+    """Pipeline `name`'s working directory and DuckDB file(s) in `workdir`."""
+    return [workdir / "pipelines" / name, *workdir.glob(f"{name}.duckdb*")]
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def replayed(run: Callable[[], float], workdir: Path, name: str, times: int) -> list[float]:
+    """`run` (a run of pipeline `name` in `workdir`) `times` times, each from the pipeline's
+    working directory and DuckDB file as they were before the first; returns the walls."""
     if times <= 1:
         return [run()]
     saved = workdir / "replay"
     shutil.rmtree(saved, ignore_errors=True)
-    shutil.copytree(workdir / "pipelines", saved / "pipelines")
-    for path in workdir.glob("bench_makini.duckdb*"):
-        shutil.copy2(path, saved / path.name)
+    saved.mkdir()
+    for path in _pipeline_files(workdir, name):
+        (shutil.copytree if path.is_dir() else shutil.copy2)(path, saved / path.name)
     walls = []
     for number in range(times):
         if number:
-            shutil.rmtree(workdir / "pipelines")
-            shutil.copytree(saved / "pipelines", workdir / "pipelines")
-            for path in workdir.glob("bench_makini.duckdb*"):
-                path.unlink()
-            for path in saved.glob("bench_makini.duckdb*"):
-                shutil.copy2(path, workdir / path.name)
+            _remove(_pipeline_files(workdir, name))
+            for path in saved.iterdir():
+                target = workdir / "pipelines" / path.name if path.is_dir() else workdir / path.name
+                (shutil.copytree if path.is_dir() else shutil.copy2)(path, target)
         walls.append(run())
     shutil.rmtree(saved)
     return walls
+
+
+def _step_median(results: list[dict[str, Any]], step: str) -> float:
+    return statistics.median(r["step_seconds"].get(step, 0.0) for r in results)
+
+
+def _pipeline_name(trees: list[Path], tree: Path) -> str:
+    """Each checkout's own pipeline (and DuckDB file), so that all of them can run their
+    incremental runs on top of their full syncs after one set of changes."""
+    return f"bench_ab{trees.index(tree)}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -136,28 +163,41 @@ def main(argv: list[str] | None = None) -> None:
         for number in range(opts.rounds):
             floor = run_mode(HERE, floor_mode, {**base, "token": token}, workdir)["wall"]
             floors.append(floor)
-            for tree in trees if number % 2 == 0 else trees[::-1]:
-                if unified:
-                    sandbox.restore()
-                shutil.rmtree(workdir / "pipelines", ignore_errors=True)
-                for path in workdir.glob("bench_makini.duckdb*"):
-                    path.unlink()
-                full = run_mode(tree, "makini", makini_args, workdir)
+            order = trees if number % 2 == 0 else trees[::-1]
+            if unified:
+                sandbox.restore()
+            fulls: dict[Path, dict[str, Any]] = {}
+            for tree in order:
+                name = _pipeline_name(trees, tree)
+                _remove(_pipeline_files(workdir, name))
+                full = run_mode(tree, "makini", {**makini_args, "pipeline": name}, workdir)
                 full["floor"] = floor
-                line = (
+                fulls[tree] = full
+                print(
                     f"round {number + 1} {tree.name or tree}: {full['wall']:.2f} s "
                     f"(floor {floor:.2f} s), {full['cpu_seconds']:.1f} CPU s, "
-                    f"{full['peak_rss_mb']:.0f} MB, steps {full['step_seconds']}"
+                    f"{full['peak_rss_mb']:.0f} MB, steps {full['step_seconds']}",
+                    flush=True,
                 )
-                if opts.incremental:
-                    benchmark.incremental_changes(sandbox, opts.pos, deletes=unified)
+            if opts.incremental:
+                # one set of changes for every checkout: each reads the same records on top
+                # of the same full sync, so DuckDB's recompressing checkpoints (which depend on
+                # where the changed rows sit) fall on the same runs for all of them
+                benchmark.incremental_changes(sandbox, opts.pos, deletes=unified)
+                for tree in order:
+                    name = _pipeline_name(trees, tree)
+                    args = {**makini_args, "pipeline": name}
                     walls = replayed(
-                        partial(_wall, tree, makini_args, workdir), workdir, opts.replays
+                        partial(_wall, tree, args, workdir), workdir, name, opts.replays
                     )
-                    full["incremental"] = statistics.median(walls)
-                    line += f", incremental {' '.join(f'{wall:.2f}' for wall in walls)} s"
-                runs[tree].append(full)
-                print(line, flush=True)
+                    fulls[tree]["incremental"] = statistics.median(walls)
+                    print(
+                        f"round {number + 1} {tree.name or tree}: incremental "
+                        f"{' '.join(f'{wall:.2f}' for wall in walls)} s",
+                        flush=True,
+                    )
+            for tree in trees:
+                runs[tree].append(fulls[tree])
     finally:
         sandbox.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -170,6 +210,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{tree}: makini median {statistics.median(r['wall'] for r in results):.2f} s, "
             f"makini/floor {statistics.median(r['wall'] / r['floor'] for r in results):.3f}, "
             f"CPU {statistics.median(r['cpu_seconds'] for r in results):.1f} s, "
+            f"extract {_step_median(results, 'extract'):.2f} s, "
+            f"load {_step_median(results, 'load'):.2f} s, "
             f"peak RSS max {max(r['peak_rss_mb'] for r in results):.0f} MB"
         )
         if opts.incremental:
