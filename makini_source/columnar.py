@@ -15,6 +15,7 @@ value in its error. Both paths produce the same tables; `tests/test_columnar.py`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -223,16 +224,38 @@ def _inexact_floats(values: pa.Array | pa.ChunkedArray) -> bool:
     stand for an integer literal read without all of its digits."""
     if isinstance(values, pa.ChunkedArray):
         return any(_inexact_floats(chunk) for chunk in values.chunks)
-    kind = values.type
+    return any(_inexact(_leaf(values, path)) for path in _float_paths(values.type))
+
+
+@functools.lru_cache(maxsize=256)
+def _float_paths(kind: pa.DataType) -> tuple[tuple[int | None, ...], ...]:
+    """The ways down a value of `kind` to each of its float columns: a struct field's index,
+    or None for a list's items, per level (`()` when `kind` is a float). Cached, because every
+    page of a listing has the same type and walking it costs more than checking its floats."""
+    if pa.types.is_floating(kind):
+        return ((),)
     if pa.types.is_struct(kind):
-        return any(_inexact_floats(values.field(i)) for i in range(kind.num_fields))
+        return tuple(
+            (index, *path)
+            for index in range(kind.num_fields)
+            for path in _float_paths(kind.field(index).type)
+        )
     if pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        return _inexact_floats(values.flatten())
-    if pa.types.is_floating(kind) and len(values) > values.null_count:
-        if not pc.all(pc.is_finite(values)).as_py():
-            return True
-        return bool(pc.max(pc.abs(values)).as_py() >= _EXACT_INTEGER_LIMIT)
-    return False
+        return tuple((None, *path) for path in _float_paths(kind.value_type))
+    return ()
+
+
+def _leaf(values: pa.Array, path: tuple[int | None, ...]) -> pa.Array:
+    for step in path:
+        values = values.flatten() if step is None else values.field(step)
+    return values
+
+
+def _inexact(floats: pa.Array) -> bool:
+    if floats.null_count == len(floats):
+        return False
+    # NaN and infinities fail the comparison too; nulls are skipped
+    return not pc.all(pc.less(pc.abs(floats), _EXACT_INTEGER_LIMIT)).as_py()
 
 
 def read_json_page(body: bytes) -> DecodedPage:

@@ -415,6 +415,19 @@ def test_numbers_arrow_would_round_are_read_whole_by_the_exact_path(number: byte
     assert str(page.records[1]["x"]) == str(json.loads(number))
 
 
+def test_a_rounded_number_deep_in_lists_of_objects_goes_to_the_exact_path() -> None:
+    """The float columns of a page's type are found once per type (cached): a float
+    under a list of objects under an object is still checked, page after page."""
+    decoder = PageDecoder(ENTITIES["vendors"])
+    for number in (b"2.5", b"9007199254740993", b"3.25"):
+        body = (
+            b'{"data": [{"key": "A", "updatedAt": "2024-01-01T00:00:00Z", '
+            b'"x": {"rows": [{"v": 1.5}, {"v": ' + number + b"}]}}]}"
+        )
+        page = decoder(body)
+        assert isinstance(page.records, list) == (number == b"9007199254740993")
+
+
 def test_ordinary_floats_stay_on_the_arrow_path() -> None:
     body = b'{"data": [{"key": "A", "updatedAt": "2024-01-01T00:00:00Z", "x": 1.5, "y": [2.25]}]}'
     page = PageDecoder(ENTITIES["vendors"])(body)
