@@ -225,6 +225,50 @@ def test_duckdb_memory_limit_and_load_jobs_are_set_in_code(tmp_path: Path) -> No
     assert threshold == "15.2 MiB", threshold  # 16MB
 
 
+def test_a_run_keeps_the_collector_off_the_objects_alive_before_it(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`load()` freezes the heap it finds for the run (full collections would walk it again
+    and again) and gives it back when it returns; a process that froze its own objects keeps
+    them frozen, before, during and after a run."""
+    import gc
+
+    from makini_source import makini_source
+    from makini_source.pipeline import load, make_destination, make_pipeline
+
+    database = tmp_path / "frozen.duckdb"
+    pipeline = make_pipeline(
+        "frozen", make_destination("duckdb", duckdb_file=database), pipelines_dir=str(tmp_path)
+    )
+    frozen_during_run: list[int] = []
+    run = pipeline.run
+
+    def watched_run(*args: Any, **kwargs: Any) -> Any:
+        frozen_during_run.append(gc.get_freeze_count())
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run", watched_run)
+    assert gc.get_freeze_count() == 0
+    load(pipeline, makini_source(base_url=sandbox.url, connections=dict(sandbox.tokens)))
+    assert frozen_during_run[-1] > 10_000  # the modules, dlt's and ours
+    assert gc.get_freeze_count() == 0
+
+    sandbox.put_record("acme", "vendors", "V-000001", {"name": "Renamed while frozen"})
+    sandbox.sync_all()
+    gc.freeze()  # as a forking server does before it forks
+    try:
+        host_frozen = gc.get_freeze_count()
+        load(pipeline, makini_source(base_url=sandbox.url, connections=dict(sandbox.tokens)))
+        # frozen objects can still be freed, so the count only goes down: nothing was added
+        # (the run froze nothing of its own) and nothing was given back (it unfroze nothing)
+        assert 0 < frozen_during_run[-1] <= host_frozen
+        assert 0 < gc.get_freeze_count() <= host_frozen
+    finally:
+        gc.unfreeze()
+    check = reader(sandbox, tmp_path / "reader", database)
+    assert_destination_matches_api(check, sandbox)
+
+
 def test_duckdb_stays_open_for_a_run_and_is_let_go_after_it(
     sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
