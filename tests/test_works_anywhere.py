@@ -209,20 +209,30 @@ def test_a_package_with_failed_jobs_exits_non_zero_and_says_what_to_do(
 
 def test_duckdb_memory_limit_and_load_jobs_are_set_in_code(tmp_path: Path) -> None:
     """What kept a 100,000-PO first sync under 400 MB, whatever the working directory holds,
-    and DuckDB's own checkpoint threshold rather than dlt's 1gb (the file stays open for a
-    whole run, see `load`)."""
-    from makini_source.pipeline import DUCKDB_LOAD_JOBS, make_destination, make_pipeline
+    DuckDB's own checkpoint threshold rather than dlt's 1gb (the file stays open for a
+    whole run, see `load`), and DuckDB's threads leaving the load jobs' own threads a core
+    each."""
+    from makini_source.pipeline import (
+        DUCKDB_LOAD_JOBS,
+        duckdb_threads,
+        make_destination,
+        make_pipeline,
+    )
 
     destination = make_destination("duckdb", duckdb_file=tmp_path / "limits.duckdb")
     assert destination.capabilities().max_parallel_load_jobs == DUCKDB_LOAD_JOBS == 2
     pipeline = make_pipeline("limits", destination, pipelines_dir=str(tmp_path / "p"))
     with pipeline.sql_client() as client:
         rows = client.execute_sql(
-            "SELECT current_setting('memory_limit'), current_setting('checkpoint_threshold')"
+            "SELECT current_setting('memory_limit'), current_setting('checkpoint_threshold'), "
+            "current_setting('threads')"
         )
-    ((limit, threshold),) = rows or []
+    ((limit, threshold, threads),) = rows or []
     assert limit == "91.5 MiB", limit  # 96MB (10^6 bytes) as DuckDB prints it
     assert threshold == "15.2 MiB", threshold  # 16MB
+    assert threads == duckdb_threads()
+    # two jobs: one thread each of their own, the rest of the cores in DuckDB's pool
+    assert [duckdb_threads(cores) for cores in (1, 2, 4, 16)] == [1, 1, 3, 15]
 
 
 def test_a_run_keeps_the_collector_off_the_objects_alive_before_it(
