@@ -7,7 +7,8 @@ that dlt reads from the working directory only:
 - DuckDB runs with a 96MB memory limit and two load jobs at a time: dlt loads all seven tables
   at once and DuckDB's own limit is 80% of RAM, so a first sync of 100,000 POs peaked at
   700-900 MB resident in the load step; with these settings it stays under 400 MB (measured
-  366-381 MB at 100,000 and 200,000 POs) for about a second more of load time.
+  366-381 MB at 100,000 and 200,000 POs) for about a second more of load time. DuckDB's
+  worker threads leave each load job's own thread a core (`duckdb_threads`: one on two cores).
 - `load` keeps a DuckDB file open for the whole run and checkpoints it every 16MB of log,
   DuckDB's own default (dlt's 1gb assumes the file is closed after every job).
 - `load` keeps Python's full garbage collections off the objects alive before the run
