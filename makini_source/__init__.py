@@ -22,7 +22,8 @@ Configuration (`.dlt/config.toml` / `.dlt/secrets.toml` or environment variables
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import dlt
@@ -48,6 +49,7 @@ from makini_source.raw_tables import raw_table_selection, raw_tables_resource
 from makini_source.reading import EntityRead, ReadOptions
 from makini_source.report import RunReport
 from makini_source.settings import (
+    CUSTOM_FIELD_COLUMNS_TABLE,
     DEFAULT_BASE_URL,
     DEFAULT_CONNECTION_NAME,
     MAX_COLUMNS_PER_TABLE,
@@ -276,7 +278,14 @@ def makini_source(
         max_empty_pages=max_empty_pages,
     )
     report = RunReport(open_connections)
-    resources = [_entity_resource(entity, open_connections, options, report) for entity in selected]
+    # asked by the first entity to start, before any resource of the run wrote to the table
+    listing_table_existed = functools.cache(
+        lambda: bool(_schema_column_types(CUSTOM_FIELD_COLUMNS_TABLE))
+    )
+    resources = [
+        _entity_resource(entity, open_connections, options, report, listing_table_existed)
+        for entity in selected
+    ]
     if raw_selection is None or raw_selection:
         resources.append(
             raw_tables_resource(open_connections, raw_selection, on_permission_denied, report)
@@ -285,14 +294,26 @@ def makini_source(
 
 
 def _entity_resource(
-    entity: Entity, connections: list[Connection], options: ReadOptions, report: RunReport
+    entity: Entity,
+    connections: list[Connection],
+    options: ReadOptions,
+    report: RunReport,
+    listing_table_existed: Callable[[], bool],
 ) -> DltResource:
     """The resource of one entity: its table and its child tables (and, from the last
     resource to finish, the run's `connections` and `connection_runs` rows)."""
 
     def read_entity() -> Iterator[Any]:
         state = dlt.current.resource_state()
-        yield from EntityRead(entity, connections, options, state, _schema_column_types, report)
+        yield from EntityRead(
+            entity,
+            connections,
+            options,
+            state,
+            _schema_column_types,
+            report,
+            listing_table_existed,
+        )
 
     resource = dlt.resource(
         read_entity,

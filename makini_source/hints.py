@@ -122,7 +122,8 @@ def child_hints(entity: Entity, child: Child) -> Any:
 
 def custom_field_columns_hints() -> Any:
     """Hints of the table that says which column each custom field landed in, per connection:
-    one row per (connection, table, custom field name), replaced when seen again."""
+    one row per (connection, table, custom field name), written by the run that first reads
+    the field (`reading.listed_custom_fields`)."""
     columns: dict[str, Any] = {
         CONNECTION_COLUMN: _not_null_text(),
         "table_name": _not_null_text(),

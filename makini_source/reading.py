@@ -19,7 +19,7 @@ short by a failure must load nothing rather than half.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
@@ -135,6 +135,8 @@ class EntityRead:
         state: The resource's state: `watermarks` per connection live here.
         known_types: Column name -> dlt data type of a table, as the schema knows it.
         report: The run's report, told when this entity is done.
+        listing_table_existed: Whether `custom_field_columns` was in the schema when the
+            run began (the same answer for every entity of the run; default: asked now).
     """
 
     def __init__(
@@ -145,6 +147,7 @@ class EntityRead:
         state: dict[str, Any],
         known_types: Any,
         report: RunReport | None = None,
+        listing_table_existed: Callable[[], bool] | None = None,
     ) -> None:
         self.entity = entity
         self._report = report
@@ -162,6 +165,12 @@ class EntityRead:
         self._hints = {entity.table: main_hints(entity, options.hard_delete)}
         self._hints.update({child.table: child_hints(entity, child) for child in entity.children})
         self._hints[CUSTOM_FIELD_COLUMNS_TABLE] = custom_field_columns_hints()
+        existed = (
+            listing_table_existed()
+            if listing_table_existed is not None
+            else bool(known_types(CUSTOM_FIELD_COLUMNS_TABLE))
+        )
+        self._listed = listed_custom_fields(state, existed)
         # None when extracted without a pipeline: deletes cannot be found then
         self._pipeline: Any = _running_pipeline()
 
@@ -213,6 +222,7 @@ class EntityRead:
                     continue  # held until the connection's listing is complete
                 for tables in read.tables:
                     batch.add(tables, read.connection, self.entity)
+                    self._mark_listed(read.connection.name, tables)
                 read.tables.clear()
                 if batch.rows >= BATCH_ROWS:
                     yield from batch.flush()
@@ -344,8 +354,9 @@ class EntityRead:
         converter.notes.clear()
         for tables in converted:
             self._check_columns(read, tables)
-        if converter.new_custom_columns:
-            read.tables.append(PageTables(None, {CUSTOM_FIELD_COLUMNS_TABLE: self._mapping(read)}))
+        mapping = self._mapping(read)
+        if mapping is not None:
+            read.tables.append(PageTables(None, {CUSTOM_FIELD_COLUMNS_TABLE: mapping}))
         for tables in converted:
             read.superseded.observe(tables)
             if tables.main is not None and not self._replaced:  # keys find deletes
@@ -387,9 +398,18 @@ class EntityRead:
             columns = self._columns[table] = set(_DLT_COLUMNS) | set(self._known_types(table))
         return columns
 
-    def _mapping(self, read: _ConnectionRead) -> pa.Table:
-        """Rows of `custom_field_columns` for the custom fields new to this connection's run."""
-        rows = read.converter.new_custom_columns
+    def _mapping(self, read: _ConnectionRead) -> pa.Table | None:
+        """Rows of `custom_field_columns` for the custom fields this connection sent for the
+        first time in this run and that no earlier run listed; None if there are none."""
+        listed = self._listed.get(read.connection.name, {})
+        rows = [
+            (table, name, column)
+            for table, name, column in read.converter.new_custom_columns
+            if name not in listed.get(table, ())
+        ]
+        read.converter.new_custom_columns.clear()
+        if not rows:
+            return None
         columns = {
             CONNECTION_COLUMN: [read.connection.name] * len(rows),
             "table_name": [table for table, _, _ in rows],
@@ -397,7 +417,6 @@ class EntityRead:
             "name": [name for _, name, _ in rows],
             "column_name": [column for _, _, column in rows],
         }
-        rows.clear()
         keys = (CONNECTION_COLUMN, "table_name", "name")  # NOT NULL, as in the table's hints
         return pa.Table.from_arrays(
             [pa.array(values, pa.string()) for values in columns.values()],
@@ -405,6 +424,19 @@ class EntityRead:
                 [pa.field(name, pa.string(), nullable=name not in keys) for name in columns]
             ),
         )
+
+    def _mark_listed(self, connection: str, tables: PageTables) -> None:
+        """Records the custom fields of `tables`' `custom_field_columns` rows, on their way to
+        dlt, as listed: the state goes with the load package, so it rewinds with an aborted
+        package and they are written again."""
+        mapping = tables.children.get(CUSTOM_FIELD_COLUMNS_TABLE)
+        if mapping is None:
+            return
+        listed = self._listed.setdefault(connection, {})
+        for table, name in zip(
+            mapping.column("table_name").to_pylist(), mapping.column("name").to_pylist()
+        ):
+            listed.setdefault(table, []).append(name)
 
     def _finish(self, read: _ConnectionRead, fanin: FanIn) -> None:
         """Every listing of the connection ended: flush, add markers, find deletes (unified),
@@ -546,6 +578,22 @@ class _Batch:
         self._tables = {}
         self.rows = 0
         return items
+
+
+def listed_custom_fields(
+    state: dict[str, Any], table_exists: bool
+) -> dict[str, dict[str, list[str]]]:
+    """The custom fields earlier runs wrote to `custom_field_columns`, per connection and
+    table, in a resource's state (created if absent).
+
+    A run writes rows only for the others: the table's merge costs an incremental run as
+    much as an entity's. If the table was not in the schema when the run began (a first run,
+    or dropped with `dlt pipeline drop` along with another entity's resource), nothing
+    counts as listed and the run writes every field it sees.
+    """
+    if not table_exists:
+        state["listed_custom_fields"] = {}
+    return state.setdefault("listed_custom_fields", {})  # type: ignore[no-any-return]
 
 
 def _in_stable_order(merged: pa.Table, pieces: list[pa.Table]) -> pa.Table:

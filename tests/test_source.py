@@ -204,6 +204,58 @@ def test_custom_fields_become_columns_per_connection(loader: Loader, sandbox: Sa
     assert_destination_matches_api(loader, sandbox, entities=["purchase_orders"])
 
 
+CUSTOM_FIELD_ENTITIES = ["purchase_orders", "vendors"]  # both write `custom_field_columns`
+
+
+def test_custom_field_columns_lists_each_field_once_per_connection(
+    loader: Loader, sandbox: Sandbox
+) -> None:
+    """A run writes `custom_field_columns` rows only for custom fields that no earlier run
+    listed (its merge cost an incremental run as much as an entity's); after a drop, the
+    next run lists every field it reads again."""
+    from dlt.pipeline.helpers import pipeline_drop
+
+    def listed() -> set[tuple[Any, ...]]:
+        return set(
+            loader.query(
+                "SELECT connection_id, table_name, name, column_name "
+                "FROM makini_data.custom_field_columns"
+            )
+        )
+
+    def written() -> int:
+        counts = loader.pipeline.last_trace.last_normalize_info.row_counts
+        return int(counts.get("custom_field_columns", 0))
+
+    loader.run(entities=CUSTOM_FIELD_ENTITIES)
+    first = listed()
+    assert {row[1] for row in first} == set(CUSTOM_FIELD_ENTITIES)
+    assert ("acme", "purchase_orders", "projectCode", "custom_fields__project_code") in first
+    assert ("globex", "purchase_orders", "Region", "custom_fields__region") in first
+    assert written() == len(first)
+
+    po = sandbox.records("purchase_orders", "acme", include_deleted=False)[0]
+    sandbox.put_record("acme", "purchase-orders", po["key"], {"title": "changed"})
+    loader.run(entities=CUSTOM_FIELD_ENTITIES)
+    assert loader.rows("purchase_orders")[("acme", po["key"])]["title"] == "changed"
+    assert written() == 0  # the same fields as before: nothing to write
+    assert listed() == first
+
+    # a field new to acme (globex has it already): its one row
+    sandbox.put_record("acme", "purchase-orders", po["key"], {"customFields": {"Region": "EU"}})
+    loader.run(entities=CUSTOM_FIELD_ENTITIES)
+    assert written() == 1
+    assert listed() == first | {("acme", "purchase_orders", "Region", "custom_fields__region")}
+
+    # dropped with the resource that created it: the other resource's state still says
+    # "listed", but the table is gone, so its fields are listed again too
+    owner = loader.pipeline.default_schema.tables["custom_field_columns"]["resource"]
+    pipeline_drop(loader.pipeline, resources=[owner])()
+    loader.run(entities=CUSTOM_FIELD_ENTITIES, start_date="2000-01-01", lookback_seconds=10**9)
+    assert listed() == first | {("acme", "purchase_orders", "Region", "custom_fields__region")}
+    assert_destination_matches_api(loader, sandbox, entities=CUSTOM_FIELD_ENTITIES)
+
+
 def _first_po_with_lines(sandbox: Sandbox, connection: str, at_least: int) -> dict[str, Any]:
     for record in sandbox.records("purchase_orders", connection, include_deleted=False):
         if len(record["lineItems"]) >= at_least:
