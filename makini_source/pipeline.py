@@ -12,7 +12,9 @@ that dlt reads from the working directory only:
 - `load` keeps a DuckDB file open for the whole run and checkpoints it every 16MB of log,
   DuckDB's own default (dlt's 1gb assumes the file is closed after every job).
 - `load` keeps Python's full garbage collections off the objects alive before the run
-  (`heap_frozen`), which they would otherwise walk again and again.
+  (`heap_frozen`), which they would otherwise walk again and again, and resolves the
+  destination's partial configuration once rather than each time dlt asks for the
+  destination's capabilities (`capabilities_config_reused`).
 - The DuckDB file defaults to `<pipeline_name>.duckdb` in the working directory, dlt's own
   default, so `dlt pipeline <name> drop/sync/info` run from the same directory find it.
 - `load` and `run` finish the packages an interrupted run left before extracting, and fail
@@ -194,7 +196,7 @@ def load(pipeline: dlt.Pipeline, source: Any, **run_kwargs: Any) -> LoadInfo:
         PipelineStepFailed: Extracting or normalizing failed (the cause in `.exception`).
     """
     run_kwargs.setdefault("loader_file_format", LOADER_FILE_FORMAT)
-    with heap_frozen(), duckdb_kept_open(pipeline):
+    with heap_frozen(), capabilities_config_reused(pipeline), duckdb_kept_open(pipeline):
         finish_pending(pipeline)
         info = _load_step(pipeline, lambda: pipeline.run(source, **run_kwargs))
     check_load_info(pipeline, info)
@@ -220,6 +222,48 @@ def heap_frozen() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+@contextmanager
+def capabilities_config_reused(pipeline: dlt.Pipeline) -> Iterator[None]:
+    """Resolves the destination's partial configuration once for the block, not each time
+    dlt asks for the destination's capabilities.
+
+    dlt asks ~12 times per run (`Destination.capabilities()`, which resolves the partial
+    configuration anew: every field of the destination's and its credentials' specs looked up
+    in every provider and config section, ~8 ms each), the same answer every time. A partial
+    resolution is only ever asked for there, from the destination's `config_params`; within
+    the block it is reused while those are the same objects (dlt replaces the credentials
+    when `run` is given some). The full resolution a client gets is dlt's own every time.
+    """
+    destination = pipeline.destination
+    if destination is None:
+        yield
+        return
+    resolve = destination.configuration
+    reused: dict[str, Any] = {}  # "params": the config_params resolved, "config": the result
+
+    def configuration(initial_config: Any, accept_partial: bool = False) -> Any:
+        if not accept_partial:
+            return resolve(initial_config, accept_partial)
+        params = list(destination.config_params.items())
+        if "config" in reused and _same_objects(reused["params"], params):
+            return reused["config"]
+        reused.update(params=params, config=resolve(initial_config, accept_partial))
+        return reused["config"]
+
+    destination.configuration = configuration  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del destination.configuration
+
+
+def _same_objects(old: list[tuple[str, Any]], new: list[tuple[str, Any]]) -> bool:
+    return len(old) == len(new) and all(
+        a_key == b_key and a_value is b_value
+        for (a_key, a_value), (b_key, b_value) in zip(old, new)
+    )
 
 
 @contextmanager

@@ -279,6 +279,52 @@ def test_a_run_keeps_the_collector_off_the_objects_alive_before_it(
     assert_destination_matches_api(check, sandbox)
 
 
+def test_a_run_resolves_the_destinations_partial_configuration_once(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dlt asks for the destination's capabilities a dozen times per run, each time resolving
+    its partial configuration anew (~8 ms); `load()` resolves it once per run, again when
+    the credentials change, and leaves the destination as dlt made it."""
+    from dlt.common.destination.reference import Destination
+
+    from makini_source import makini_source
+    from makini_source.pipeline import load, make_destination, make_pipeline
+
+    database = tmp_path / "caps.duckdb"
+    destination = make_destination("duckdb", duckdb_file=database)
+    pipeline = make_pipeline("caps", destination, pipelines_dir=str(tmp_path))
+    partial: list[bool] = []
+    resolve = Destination.configuration
+
+    def counted(self: Any, initial_config: Any, accept_partial: bool = False) -> Any:
+        partial.append(accept_partial)
+        return resolve(self, initial_config, accept_partial)
+
+    monkeypatch.setattr(Destination, "configuration", counted)
+    destination.capabilities()
+    assert partial == [True]  # outside a run: dlt's own, once per call
+
+    for _ in range(2):
+        partial.clear()
+        load(pipeline, makini_source(base_url=sandbox.url, connections=dict(sandbox.tokens)))
+        assert partial.count(True) == 1, partial
+        assert partial.count(False) >= 1  # clients still get dlt's full resolution
+        assert "configuration" not in vars(pipeline.destination)
+        sandbox.put_record("acme", "vendors", "V-000001", {"name": "Renamed between runs"})
+        sandbox.sync_all()
+
+    # other credentials for the run: resolved again for them
+    partial.clear()
+    load(
+        pipeline,
+        makini_source(base_url=sandbox.url, connections=dict(sandbox.tokens)),
+        credentials=str(database),
+    )
+    assert partial.count(True) == 2, partial
+    check = reader(sandbox, tmp_path / "reader", database)
+    assert_destination_matches_api(check, sandbox)
+
+
 def test_duckdb_stays_open_for_a_run_and_is_let_go_after_it(
     sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
