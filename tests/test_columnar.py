@@ -184,6 +184,18 @@ CORNER_PAGES = {
         _po("A", tags=['say "hi"', "back\\slash"]),
         _po("B", tags=["line\nbreak", "\u0001", None]),
     ],
+    "declared lists of text (built in Arrow), some that JSON escapes": [
+        _po("A", shipmentAddress={"addressLines": ["tab\there", "plain"], "city": "Oslo"}),
+        _po("B", shipmentAddress={"addressLines": ['say "hi"', "back\\slash"]}),
+        _po("C", shipmentAddress={"addressLines": ["\u001f"]}),
+        _po("D", shipmentAddress={"addressLines": ["\u007f", "é", "😀", ""]}),
+        _po("E", shipmentAddress={"addressLines": []}),
+    ],
+    "declared lists of text that need no escape": [
+        _po("A", shipmentAddress={"addressLines": ["\u007f", "é", "😀", "", "a/b"]}),
+        _po("B", shipmentAddress={"addressLines": []}),
+        _po("C", shipmentAddress={"addressLines": None}),
+    ],
     "custom field null on the whole page": [
         _po("A", customFields={"Budget": None}),
         _po("B", customFields={"Budget": None}),

@@ -415,3 +415,20 @@ def test_reading_outside_a_pipeline_finds_none_and_makes_none() -> None:
     with Container().injectable_context(PipelineContext()) as context:
         assert _running_pipeline() is None
         assert not context.is_active()
+
+
+def test_text_needing_json_escapes_is_found_in_the_data_buffer() -> None:
+    from makini_source.records import _may_need_escape
+
+    for byte in [*range(0x20), ord('"'), ord("\\")]:
+        assert _may_need_escape(pa.array(["plain", f"a{chr(byte)}b"])), hex(byte)
+    assert not _may_need_escape(pa.array(["plain", "é 😀 \u2028 \x7f / '", ""]))
+    assert not _may_need_escape(pa.array([], pa.string()))
+
+
+def test_counting_is_an_int64_sequence() -> None:
+    from makini_source.columnar import _counting
+
+    assert _counting(4).to_pylist() == [0, 1, 2, 3]
+    assert _counting(3, start=1).to_pylist() == [1, 2, 3]
+    assert _counting(0).type == pa.int64() and len(_counting(0)) == 0
